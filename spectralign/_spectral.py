@@ -1,0 +1,316 @@
+"""Pure maths of spectral matching: apodization, whitening, subpixel peaks.
+
+Every function here takes arrays and returns arrays; none does IO or keeps
+state (the apodization window cache returns read-only arrays).  Arrays are
+in numpy order: a window stack is ``(B, H, W)`` and shifts are ``(dy, dx)``.
+
+The method follows SWiFT-IR (Wetzel et al. 2016): apodize both windows,
+form the cross-power spectrum, whiten it partially (multiply by its
+magnitude to a negative power), transform back and locate the peak.  The
+subpixel peak is the maximum of the band-limited correlation surface, found
+by Newton's method on its exact Fourier series -- the continuous limit of
+the upsampled-DFT refinement of Guizar-Sicairos et al. (2008).
+
+References
+----------
+.. [1] Wetzel AW et al. (2016) Registering large volume serial-section
+   electron microscopy image sets for neural circuit reconstruction using
+   FFT signal whitening. Proc. IEEE AIPR. doi:10.1109/AIPR.2016.8010595
+.. [2] Guizar-Sicairos M, Thurman ST, Fienup JR (2008) Efficient subpixel
+   image registration algorithms. Opt. Lett. 33:156-158.
+   doi:10.1364/OL.33.000156
+.. [3] Schraudolph NN (1999) A fast, compact approximation of the
+   exponential function. Neural Comput. 11:853-862.
+   doi:10.1162/089976699300016467
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "apodization_window",
+    "apodize_stack",
+    "whitened_cross_power",
+    "fast_power",
+    "integer_peaks",
+    "refine_peaks",
+    "peak_snr",
+]
+
+#: Fraction of each window edge over which the apodization falls to zero.
+TAPER = 0.5
+_NEWTON_STEPS = 3
+_SNR_EXCLUDE = 2  # half-width of the peak neighbourhood left out of the SNR noise
+
+
+@lru_cache(maxsize=64)
+def _taper_1d(n: int, taper: float) -> np.ndarray:
+    """1-D Tukey (cosine-tapered) window of length ``n``, zero at both ends."""
+    x = (np.arange(n) + 0.5) / n  # pixel centres in (0, 1)
+    edge = max(taper / 2, 1e-9)
+    ramp = np.clip(np.minimum(x, 1 - x) / edge, 0, 1)
+    return (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def apodization_window(shape: tuple[int, int], taper: float = TAPER) -> np.ndarray:
+    """Separable apodization window for windows of ``shape = (H, W)``.
+
+    Each axis is a Tukey window: flat in the middle, falling to zero with a
+    raised cosine over ``taper / 2`` of the length at each end.
+
+    Returns
+    -------
+    (H, W) float32 array, read-only
+    """
+    h, w = shape
+    win = np.outer(_taper_1d(h, taper), _taper_1d(w, taper))
+    win.setflags(write=False)
+    return win
+
+
+def apodize_stack(windows: np.ndarray, apod: np.ndarray, textureless: float = 1e-6) -> np.ndarray:
+    """Apodize a stack of windows in place; report which are textureless.
+
+    Each window becomes ``(x - m) * apod`` with ``m`` its apodization-weighted
+    mean, so that its apodized form has zero mean and the window's shape
+    does not correlate with itself.
+
+    Parameters
+    ----------
+    windows : (B, H, W) float32 array
+        Overwritten with the apodized windows.
+    apod : (H, W) float32 array
+        The apodization window.
+    textureless : float
+        A window whose range (max - min) is at most ``textureless`` times its
+        mean level, or zero, is reported as textureless.
+
+    Returns
+    -------
+    (B,) bool array
+        True where a window has no texture to match.
+    """
+    b = windows.shape[0]
+    flat = windows.reshape(b, -1)
+    span = flat.max(axis=1) - flat.min(axis=1)
+    w = apod.reshape(-1)
+    mean = (flat @ w) / w.sum(dtype=np.float64)
+    flat *= w
+    flat -= mean[:, None].astype(np.float32) * w
+    return span <= textureless * np.abs(mean)
+
+
+def fast_power(x: np.ndarray, exponent: float, out: np.ndarray) -> np.ndarray:
+    """``x ** exponent`` for positive float32 ``x``, to about 4 % (in place).
+
+    Uses the IEEE-754 exponent trick of Schraudolph (1999): the bit pattern
+    of a float read as an integer is a scaled, offset ``log2``.  Spectral
+    whitening only needs a positive weight that falls with magnitude, and
+    any such real weight leaves the correlation peak where it is, so the
+    approximation costs no accuracy and is several times faster than
+    ``np.power``.
+
+    Parameters
+    ----------
+    x : float32 array
+        Positive values.
+    exponent : float
+        The power.
+    out : float32 array, same shape as ``x``
+        Receives the result; may be ``x``.
+    """
+    bias = np.float32(127 << 23)
+    bits = x.view(np.int32).astype(np.float32)
+    bits -= bias
+    bits *= np.float32(exponent)
+    bits += bias
+    np.copyto(out.view(np.int32), bits, casting="unsafe")
+    return out
+
+
+def whitened_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
+                         scratch: np.ndarray) -> np.ndarray:
+    """Partially whitened cross-power spectrum, written over ``s2``.
+
+    Computes ``X = s1 * conj(s2)`` and multiplies it by ``|X| ** exponent``
+    (``exponent = -1`` is phase correlation, ``0`` plain correlation).
+
+    Parameters
+    ----------
+    s1, s2 : (B, H, M) complex64 arrays
+        Spectra of the apodized windows; ``s2`` is overwritten with ``X``.
+    exponent : float
+        Whitening exponent on the magnitude, usually about -0.65.
+    scratch : (B, H, M) float32 array
+        Work space.
+
+    Returns
+    -------
+    (B, H, M) complex64 array
+        ``s2``, now holding the whitened cross-power.
+    """
+    np.conjugate(s2, out=s2)
+    s2 *= s1
+    if exponent != 0:
+        pairs = s2.view(np.float32).reshape(s2.shape + (2,))
+        np.square(pairs[..., 0], out=scratch)
+        scratch += np.square(pairs[..., 1])
+        # |X|^2 to the power exponent / 2; zeros stay harmless (tiny weights)
+        np.maximum(scratch, np.float32(1e-30), out=scratch)
+        fast_power(scratch, exponent / 2, scratch)
+        pairs *= scratch[..., None]
+    return s2
+
+
+def integer_peaks(corr: np.ndarray) -> np.ndarray:
+    """Signed integer position ``(dy, dx)`` of the maximum of each correlation.
+
+    Parameters
+    ----------
+    corr : (B, H, W) float array
+        Circular correlation surfaces; index 0 is zero shift.
+
+    Returns
+    -------
+    (B, 2) int array
+        Peak positions folded into ``[-H/2, H/2)`` and ``[-W/2, W/2)``.
+    """
+    b, h, w = corr.shape
+    flat = np.argmax(corr.reshape(b, -1), axis=1)
+    iy, ix = np.divmod(flat, w)
+    iy = (iy + h // 2) % h - h // 2
+    ix = (ix + w // 2) % w - w // 2
+    return np.stack([iy, ix], axis=1)
+
+
+def _parabolic_start(corr: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """Three-point parabola through the peak along each axis (clamped)."""
+    b, h, w = corr.shape
+    idx = np.arange(b)
+    iy, ix = peaks[:, 0], peaks[:, 1]
+    c0 = corr[idx, iy % h, ix % w].astype(np.float64)
+    out = np.zeros((b, 2))
+    for axis, (dy, dx) in enumerate(((1, 0), (0, 1))):
+        cm = corr[idx, (iy - dy) % h, (ix - dx) % w]
+        cp = corr[idx, (iy + dy) % h, (ix + dx) % w]
+        denom = cm - 2 * c0 + cp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            off = np.where(denom < 0, 0.5 * (cm - cp) / denom, 0.0)
+        out[:, axis] = np.clip(off, -0.5, 0.5)
+    return peaks + out
+
+
+def _surface(spectra: np.ndarray, at: np.ndarray, shape: tuple[int, int]):
+    """Value, gradient and Hessian of the correlation surface at ``at``.
+
+    The surface is ``c(s) = sum_k X(k) exp(2 pi i k.s / N)`` over the full
+    spectrum, evaluated from the half spectrum with Hermitian weights.
+    """
+    h, w = shape
+    m = spectra.shape[-1]
+    kx = 2 * np.pi * np.arange(m) / w
+    ky = 2 * np.pi * np.fft.fftfreq(h, d=1.0 / h) / h
+    weight = np.full(m, 2.0)
+    weight[0] = 1.0
+    if w % 2 == 0:
+        weight[-1] = 1.0
+    ex = weight * np.exp(1j * np.outer(at[:, 1], kx))  # (B, M)
+    ey = np.exp(1j * np.outer(at[:, 0], ky))  # (B, H)
+    basis = np.stack([ex, ex * kx, ex * kx**2], axis=-1).astype(np.complex64)
+    u = np.matmul(spectra, basis).astype(np.complex128)  # (B, H, 3)
+    u0, u1, u2 = u[..., 0], u[..., 1], u[..., 2]
+    eyk = ey * ky
+    c = np.einsum("bh,bh->b", ey, u0).real
+    cx = -np.einsum("bh,bh->b", ey, u1).imag
+    cy = -np.einsum("bh,bh->b", eyk, u0).imag
+    cxx = -np.einsum("bh,bh->b", ey, u2).real
+    cyy = -np.einsum("bh,bh->b", eyk * ky, u0).real
+    cxy = -np.einsum("bh,bh->b", eyk, u1).real
+    return c, np.stack([cy, cx], 1), cyy, cxx, cxy
+
+
+def refine_peaks(spectra: np.ndarray, corr: np.ndarray, peaks: np.ndarray):
+    """Subpixel maxima of correlation surfaces, with their curvature.
+
+    Starts from a parabola through the integer peak and takes Newton steps
+    on the exact band-limited surface (steps limited to half a pixel; a
+    step is skipped where the surface is not concave).
+
+    Parameters
+    ----------
+    spectra : (B, H, M) complex64 array
+        Whitened cross-power half spectra (``M = W // 2 + 1``).
+    corr : (B, H, W) float array
+        Their inverse transforms (the surfaces sampled at integer shifts).
+    peaks : (B, 2) int array
+        Integer peak positions from :func:`integer_peaks`.
+
+    Returns
+    -------
+    at : (B, 2) float array
+        Peak positions ``(dy, dx)`` in pixels.
+    value : (B,) float array
+        Surface value at the peak.
+    width : (B, 2) float array
+        Peak width ``(sy, sx)`` in pixels: ``sqrt(-c / c'')`` per axis,
+        the standard deviation of a Gaussian of the same curvature; NaN
+        where the surface is not concave.
+    """
+    shape = corr.shape[1:]
+    at = _parabolic_start(corr, peaks)
+    for _ in range(_NEWTON_STEPS):
+        c, grad, cyy, cxx, cxy = _surface(spectra, at, shape)
+        det = cyy * cxx - cxy**2
+        concave = (cxx < 0) & (det > 0)
+        safe = np.where(concave, det, 1.0)
+        step_y = -(cxx * grad[:, 0] - cxy * grad[:, 1]) / safe
+        step_x = -(cyy * grad[:, 1] - cxy * grad[:, 0]) / safe
+        step = np.where(concave[:, None], np.stack([step_y, step_x], 1), 0.0)
+        norm = np.hypot(step[:, 0], step[:, 1])
+        step *= np.minimum(1.0, 0.5 / np.maximum(norm, 1e-12))[:, None]
+        at = at + step
+    c, grad, cyy, cxx, cxy = _surface(spectra, at, shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = np.sqrt(-np.stack([c / cyy, c / cxx], 1))
+    width[~np.isfinite(width)] = np.nan
+    return at, c, width
+
+
+def peak_snr(corr: np.ndarray, peaks: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Signal-to-noise ratio of correlation peaks.
+
+    ``(peak - mean) / std`` of the correlation surface, where the mean and
+    standard deviation leave out the 5 x 5 pixels around the peak.  Two
+    windows that do not match give about 4 to 5 on a 256 x 256 surface;
+    a surface that is zero everywhere gives 0.
+
+    Parameters
+    ----------
+    corr : (B, H, W) float array
+    peaks : (B, 2) int array
+    value : (B,) float array
+        Peak values (e.g. from :func:`refine_peaks`).
+
+    Returns
+    -------
+    (B,) float array
+    """
+    b, h, w = corr.shape
+    flat = corr.reshape(b, -1)
+    total = flat.sum(axis=1, dtype=np.float64)
+    energy = np.einsum("ij,ij->i", flat, flat, dtype=np.float64)
+    r = np.arange(-_SNR_EXCLUDE, _SNR_EXCLUDE + 1)
+    ys = (peaks[:, 0, None, None] + r[None, :, None]) % h
+    xs = (peaks[:, 1, None, None] + r[None, None, :]) % w
+    near = corr[np.arange(b)[:, None, None], ys, xs].astype(np.float64)
+    n = h * w - near[0].size
+    mean = (total - near.sum(axis=(1, 2))) / n
+    var = (energy - (near**2).sum(axis=(1, 2))) / n - mean**2
+    std = np.sqrt(np.maximum(var, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(std > 0, (value - mean) / std, 0.0)
+    return snr
