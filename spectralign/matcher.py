@@ -193,8 +193,8 @@ class Matcher:
     img1, img2 : Image or (H, W) array_like
         The two images (arrays are converted with :class:`Image`).
     whiten : float, keyword-only
-        Exponent applied to the cross-power magnitude: -1 is pure phase
-        correlation, 0 plain cross-correlation.  The SWiFT-IR default
+        Exponent in [-1, 0] applied to the cross-power magnitude: -1 is
+        pure phase correlation, 0 plain cross-correlation.  The SWiFT-IR default
         -0.65 keeps some of the signal's own weighting, which is robust on
         noisy microscopy.
 
@@ -227,6 +227,9 @@ class Matcher:
         self.img1 = _as_image(img1, "img1")
         self.img2 = _as_image(img2, "img2")
         self.whiten = float(whiten)
+        if not -1.0 <= self.whiten <= 0.0:
+            raise ValueError(f"Expected whiten in [-1, 0] (-1: phase correlation, 0: plain "
+                             f"correlation). Got {whiten!r} instead.")
         self._fill = (float(np.mean(self.img1, dtype=np.float64)),
                       float(np.mean(self.img2, dtype=np.float64)))
 

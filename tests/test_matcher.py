@@ -56,7 +56,7 @@ def test_refine_many_equals_loop(texture):
         single = m.refine(P[i], P_[i], 64, iters=3)
         np.testing.assert_allclose(batch.p[i], single.p, atol=1e-9)
         np.testing.assert_allclose(batch.p_[i], single.p_, atol=1e-9)
-        assert batch.snr[i] == pytest.approx(single.snr, rel=1e-6)
+        assert batch.snr[i] == pytest.approx(single.snr, rel=1e-4)  # float32 sums in another order
         assert batch[i].niters == single.niters
     P2, P2_ = batch
     np.testing.assert_allclose(P2_ - P2, np.broadcast_to((-5, -3), P2.shape), atol=0.02)
