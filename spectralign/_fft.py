@@ -48,8 +48,8 @@ def _load_wisdom() -> None:
         try:
             with open(path, "rb") as f:
                 pyfftw.import_wisdom(pickle.load(f))
-        except (OSError, pickle.UnpicklingError, ValueError, EOFError):
-            pass  # stale or foreign wisdom only costs planning time
+        except Exception:  # unreadable, stale or foreign wisdom only costs planning time
+            pass
 
 
 def _save_wisdom() -> None:

@@ -72,7 +72,7 @@ def apodization_window(shape: tuple[int, int], taper: float = TAPER) -> np.ndarr
     return win
 
 
-def apodize_stack(windows: np.ndarray, apod: np.ndarray, textureless: float = 1e-6) -> np.ndarray:
+def apodize_stack(windows: np.ndarray, apod: np.ndarray, textureless: float = 1e-4) -> np.ndarray:
     """Apodize a stack of windows in place; report which are textureless.
 
     Each window becomes ``(x - m) * apod`` with ``m`` its apodization-weighted
@@ -86,8 +86,10 @@ def apodize_stack(windows: np.ndarray, apod: np.ndarray, textureless: float = 1e
     apod : (H, W) float32 array
         The apodization window.
     textureless : float
-        A window whose range (max - min) is at most ``textureless`` times its
-        mean level, or zero, is reported as textureless.
+        A window whose weighted RMS contrast is at most ``textureless``
+        times its mean level is reported as textureless (1e-4 is far below
+        one grey level of 8- or 12-bit data, and far above float32
+        rounding of the mean).
 
     Returns
     -------
@@ -96,12 +98,19 @@ def apodize_stack(windows: np.ndarray, apod: np.ndarray, textureless: float = 1e
     """
     b = windows.shape[0]
     flat = windows.reshape(b, -1)
-    span = flat.max(axis=1) - flat.min(axis=1)
     w = apod.reshape(-1)
-    mean = (flat @ w) / w.sum(dtype=np.float64)
+    w_sum, w_sq = _window_sums(apod.shape)
+    mean = (flat @ w) / w_sum
     flat -= mean[:, None].astype(np.float32)
     flat *= w
-    return span <= textureless * np.abs(mean)
+    energy = np.vecdot(flat, flat).astype(np.float64)
+    return energy <= (textureless * mean) ** 2 * w_sq
+
+
+@lru_cache(maxsize=64)
+def _window_sums(shape: tuple[int, int]) -> tuple[float, float]:
+    w = apodization_window(shape).astype(np.float64)
+    return float(w.sum()), float((w**2).sum())
 
 
 def fast_power(x: np.ndarray, exponent: float, out: np.ndarray) -> np.ndarray:
@@ -133,11 +142,18 @@ def fast_power(x: np.ndarray, exponent: float, out: np.ndarray) -> np.ndarray:
 
 
 def whitened_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
-                         scratch: np.ndarray) -> np.ndarray:
+                         scratch: np.ndarray, noise_floor: float = 0.0) -> np.ndarray:
     """Partially whitened cross-power spectrum, written over ``s2``.
 
     Computes ``X = s1 * conj(s2)`` and multiplies it by ``|X| ** exponent``
     (``exponent = -1`` is phase correlation, ``0`` plain correlation).
+    With ``noise_floor > 0`` the weight is also multiplied by the
+    Wiener-style coherence factor ``|X|^2 / (|X|^2 + nu^2)``, where ``nu``
+    is ``noise_floor`` times the mean magnitude of the highest vertical
+    frequencies (the rows within 1/8 of Nyquist on either side).  Where the cross-power is no
+    stronger than that floor the factor fades it out, so whitening does not
+    amplify noise (compare the maximum-likelihood weighting of generalized
+    cross-correlation, Knapp and Carter 1976, doi:10.1109/TASSP.1976.1162830).
 
     Parameters
     ----------
@@ -147,18 +163,31 @@ def whitened_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
         Whitening exponent on the magnitude, in [-1, 0]; usually -0.65.
     scratch : (B, H, M) float32 array
         Work space.
+    noise_floor : float
+        Multiple of the high-frequency mean magnitude taken as the noise
+        floor; 0 turns the coherence factor off.
 
     Returns
     -------
     (B, H, M) complex64 array
-        ``s2``, now holding the whitened cross-power.
+        ``s2``, now holding the weighted cross-power.
     """
     np.conjugate(s2, out=s2)
     s2 *= s1
-    if exponent != 0:
-        np.abs(s2, out=scratch)
-        fast_power(scratch, exponent, scratch)
-        s2 *= scratch
+    if exponent == 0 and noise_floor <= 0:
+        return s2
+    np.abs(s2, out=scratch)
+    if noise_floor > 0:
+        h = scratch.shape[1]
+        q = max(h // 8, 1)
+        nu = noise_floor * scratch[:, max(h // 2 - q, 0):h // 2 + q + 1].mean(axis=(1, 2))
+        power = np.square(scratch)
+        total = power + (nu.astype(np.float32) ** 2)[:, None, None]
+        np.divide(power, total, out=power, where=total > 0)
+    fast_power(scratch, exponent, scratch)
+    if noise_floor > 0:
+        scratch *= power
+    s2 *= scratch
     return s2
 
 
@@ -305,7 +334,7 @@ def peak_snr(corr: np.ndarray, peaks: np.ndarray, value: np.ndarray) -> np.ndarr
     """
     b, h, w = corr.shape
     flat = corr.reshape(b, -1)
-    total = flat.sum(axis=1).astype(np.float64)
+    total = flat.sum(axis=1, dtype=np.float64)
     energy = np.vecdot(flat, flat).astype(np.float64)
     r = np.arange(-_SNR_EXCLUDE, _SNR_EXCLUDE + 1)
     ys = (peaks[:, 0, None, None] + r[None, :, None]) % h

@@ -23,6 +23,12 @@ class Affine:
         ``(2, 3)`` ``[A | b]``, ``(3, 3)`` homogeneous (last row ``0 0 1``),
         or ``(2, 2)`` linear part; the identity if omitted.
 
+    Raises
+    ------
+    ValueError
+        If the matrix has another shape, is not finite, or is ``(3, 3)``
+        with a last row other than ``0 0 1``.
+
     Examples
     --------
     >>> from spectralign import Affine
@@ -43,6 +49,11 @@ class Affine:
             if arr.shape == (2, 3):
                 m = arr.copy()
             elif arr.shape == (3, 3):
+                if not np.allclose(arr[2], (0.0, 0.0, 1.0), rtol=0, atol=1e-9):
+                    raise ValueError(
+                        f"Expected a homogeneous affine matrix with last row (0, 0, 1). "
+                        f"Got last row {arr[2].tolist()} instead; a projective "
+                        f"transform cannot be an Affine.")
                 m = arr[:2].copy()
             elif arr.shape == (2, 2):
                 m = np.hstack([arr, np.zeros((2, 1))])
@@ -85,7 +96,8 @@ class Affine:
         return isinstance(other, Affine) and bool(np.array_equal(self._m, other._m))
 
     def __hash__(self) -> int:
-        return hash(self._m.tobytes())
+        # adding 0.0 turns -0.0 into 0.0, which == treats as equal
+        return hash((self._m + 0.0).tobytes())
 
     def isclose(self, other: "Affine", atol: float = 1e-9) -> bool:
         """Whether two affines agree to ``atol`` in every matrix entry."""
@@ -112,7 +124,8 @@ class Affine:
 
     def inverse(self) -> "Affine":
         """The inverse transform (raises ``LinAlgError`` if singular)."""
-        return Affine(np.linalg.inv(self.homogeneous()))
+        a_inv = np.linalg.inv(self.linear)
+        return Affine(np.hstack([a_inv, -a_inv @ self._m[:, 2:]]))
 
     def shifted(self, dxy: Any) -> "Affine":
         """This transform followed by a translation by ``dxy``."""
@@ -191,9 +204,11 @@ class Affine:
         inv = self.inverse()
         lin = inv.linear
         off = inv((x0, y0))
-        # scipy works in (row, col): swap x and y
+        # scipy works in (row, col): swap x and y.  "grid-constant" blends
+        # with ``fill`` just beyond the edge, so that round-off in the
+        # inverse (e.g. cos(pi / 2) != 0) cannot turn an edge row into fill.
         matrix = lin[::-1, ::-1]
         out = scipy.ndimage.affine_transform(
             data, matrix, offset=off[::-1], output_shape=(int(round(h)), int(round(w))),
-            order=order, mode="constant", cval=fill, prefilter=order > 1)
+            order=order, mode="grid-constant", cval=fill, prefilter=order > 1)
         return Image(out)

@@ -85,7 +85,15 @@ def _read(path: str, page: int | None, series: int | None) -> np.ndarray:
                 kwargs["key"] = page
             if series is not None:
                 kwargs["series"] = series
-            return tifffile.imread(path, **kwargs)
+            with tifffile.TiffFile(path) as tif:
+                data = tif.asarray(**kwargs)
+                pages = tif.pages if series is None else tif.series[series].pages
+                first = getattr(pages[page or 0], "keyframe", None)
+                samples = first.samplesperpixel if first is not None else 1
+                planar = first is not None and first.planarconfig == 2  # SEPARATE
+            if planar and samples in (3, 4) and data.ndim == 3 and data.shape[0] == samples:
+                data = np.moveaxis(data, 0, -1)  # planar RGB(A) -> (H, W, 3|4)
+            return data
         import imagecodecs
 
         return imagecodecs.imread(path)
@@ -121,6 +129,17 @@ def _to_gray_float(data: np.ndarray, source: str) -> np.ndarray:
     return data
 
 
+def _check_overlap(shape: tuple[int, int], x0: int, y0: int, w: int, h: int) -> None:
+    """Raise WindowOutsideImageError unless ``[x0, x0+w) x [y0, y0+h)`` meets the image."""
+    ih, iw = shape
+    if x0 + w <= 0 or x0 >= iw or y0 + h <= 0 or y0 >= ih:
+        raise WindowOutsideImageError(
+            f"Expected a window that overlaps the {iw} x {ih} image. Got a "
+            f"{w} x {h} window at top-left (x, y) = ({x0}, {y0}), wholly "
+            f"outside it. Check that the point is in this image's pixel "
+            f"coordinates (x, y), not (row, column).")
+
+
 def _cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: float,
          out: np.ndarray | None = None) -> np.ndarray:
     """Integer window ``img[y0:y0+h, x0:x0+w]``; outside pixels get ``fill``.
@@ -133,14 +152,9 @@ def _cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: float,
     if 0 <= x0 and x0 + w <= iw and 0 <= y0 and y0 + h <= ih:
         out[...] = img[y0:y0 + h, x0:x0 + w]
         return out
+    _check_overlap(img.shape, x0, y0, w, h)
     xa, xb = max(x0, 0), min(x0 + w, iw)
     ya, yb = max(y0, 0), min(y0 + h, ih)
-    if xa >= xb or ya >= yb:
-        raise WindowOutsideImageError(
-            f"Expected a window that overlaps the {iw} x {ih} image. Got a "
-            f"{w} x {h} window at top-left (x, y) = ({x0}, {y0}), wholly "
-            f"outside it. Check that the point is in this image's pixel "
-            f"coordinates (x, y), not (row, column).")
     out.fill(fill)
     out[ya - y0:yb - y0, xa - x0:xb - x0] = img[ya:yb, xa:xb]
     return out
@@ -196,6 +210,13 @@ class Image(np.ndarray):
 
     def __array_finalize__(self, obj: Any) -> None:
         self.source = getattr(obj, "source", "the given array")
+
+    def __array_wrap__(self, arr: np.ndarray, context: Any = None,
+                       return_scalar: bool = False) -> Any:
+        """Whole-array reductions (``img.mean()``) give numbers, not 0-d Images."""
+        if return_scalar:
+            return arr[()]
+        return super().__array_wrap__(arr, context)
 
     @staticmethod
     def load(path: str | os.PathLike, **kwargs: Any) -> "Image":
@@ -254,6 +275,8 @@ class Image(np.ndarray):
         fill = self._fill(border)
         if not frac.any():
             return Image(_cut(img, base[0], base[1], w, h, fill))
+        # the window's pixels lie between integer columns base .. base + w
+        _check_overlap(img.shape, base[0], base[1], w + 1, h + 1)
         m = order + 2  # margin for the interpolation kernel
         region = _cut(img, base[0] - m, base[1] - m, w + 2 * m, h + 2 * m, fill)
         out = scipy.ndimage.shift(region, (-frac[1], -frac[0]), order=order,
@@ -290,7 +313,11 @@ class Image(np.ndarray):
         u, v = np.meshgrid(np.arange(w) - w // 2, np.arange(h) - h // 2)
         x = center[0] + inv[0, 0] * u + inv[0, 1] * v
         y = center[1] + inv[1, 0] * u + inv[1, 1] * v
-        out = scipy.ndimage.map_coordinates(img, [y, x], order=order, mode="constant",
+        # "grid-constant" blends with the border value just beyond the edge
+        # (as straightwindow does), so round-off in inv(A) cannot turn an
+        # edge pixel into border
+        out = scipy.ndimage.map_coordinates(img, [y, x], order=order,
+                                            mode="grid-constant",
                                             cval=self._fill(border))
         return Image(out.astype(np.float32))
 
