@@ -42,7 +42,7 @@ __all__ = [
 
 #: Fraction of each window edge over which the apodization falls to zero.
 TAPER = 0.5
-_NEWTON_STEPS = 2
+_NEWTON_STEPS = 1
 _SNR_EXCLUDE = 2  # half-width of the peak neighbourhood left out of the SNR noise
 
 
@@ -182,8 +182,8 @@ def whitened_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
         q = max(h // 8, 1)
         nu = noise_floor * scratch[:, max(h // 2 - q, 0):h // 2 + q + 1].mean(axis=(1, 2))
         power = np.square(scratch)
-        total = power + (nu.astype(np.float32) ** 2)[:, None, None]
-        np.divide(power, total, out=power, where=total > 0)
+        floor = (nu.astype(np.float32) ** 2 + np.float32(1e-30))[:, None, None]
+        np.divide(power, power + floor, out=power)
     fast_power(scratch, exponent, scratch)
     if noise_floor > 0:
         scratch *= power
@@ -255,12 +255,14 @@ def _surface(spectra: np.ndarray, at: np.ndarray, shape: tuple[int, int]):
     ``E = [e_y, k_y e_y, k_y^2 e_y]`` holds every needed moment.
     """
     kx, ky, weight = _frequencies(shape)
-    ex = weight * np.exp(1j * np.outer(at[:, 1], kx))  # (B, M)
+    powers_x = np.stack([weight, weight * kx, weight * kx**2])  # (3, M)
+    powers_y = np.stack([np.ones_like(ky), ky, ky**2])  # (3, H)
+    ex = np.exp(1j * np.outer(at[:, 1], kx))  # (B, M)
     ey = np.exp(1j * np.outer(at[:, 0], ky))  # (B, H)
-    right = np.stack([ex, ex * kx, ex * kx**2], axis=-1).astype(np.complex64)  # (B, M, 3)
-    left = np.stack([ey, ey * ky, ey * ky**2], axis=1).astype(np.complex64)  # (B, 3, H)
+    right = (ex[:, None, :] * powers_x).astype(np.complex64)  # (B, 3, M)
+    left = (ey[:, None, :] * powers_y).astype(np.complex64)  # (B, 3, H)
     # one 2-D product per window: stacked complex matmul does not use BLAS
-    g = np.stack([e @ (x @ v) for e, x, v in zip(left, spectra, right)]).astype(np.complex128)
+    g = np.array([e @ (x @ v.T) for e, x, v in zip(left, spectra, right)], dtype=np.complex128)
     c = g[:, 0, 0].real
     grad = np.stack([-g[:, 1, 0].imag, -g[:, 0, 1].imag], axis=1)  # (dc/dy, dc/dx)
     return c, grad, -g[:, 2, 0].real, -g[:, 0, 2].real, -g[:, 1, 1].real
