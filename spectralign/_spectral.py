@@ -150,9 +150,9 @@ def whitened_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
     With ``noise_floor > 0`` the weight is also multiplied by the
     Wiener-style coherence factor ``|X|^2 / (|X|^2 + nu^2)``, where ``nu``
     is ``noise_floor`` times the mean magnitude of the highest vertical
-    frequencies (the rows within 1/8 of Nyquist on either side).  Where the cross-power is no
-    stronger than that floor the factor fades it out, so whitening does not
-    amplify noise (compare the maximum-likelihood weighting of generalized
+    frequencies (the rows within 1/8 of Nyquist on either side).  Where the
+    cross-power is no stronger than that floor the factor fades it out, so
+    whitening does not amplify noise (compare the maximum-likelihood weighting of generalized
     cross-correlation, Knapp and Carter 1976, doi:10.1109/TASSP.1976.1162830).
 
     Parameters
@@ -231,7 +231,9 @@ def _parabolic_start(corr: np.ndarray, peaks: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _frequencies(shape: tuple[int, int]):
-    """Angular frequencies along x (half spectrum) and y, and Hermitian weights."""
+    """Moment weights ``[1, k, k^2]`` along x (half spectrum, with Hermitian
+    weights) and y, as read-only ``(3, M)`` and ``(3, H)`` arrays, and the
+    angular frequencies ``kx``, ``ky`` themselves."""
     h, w = shape
     m = w // 2 + 1
     kx = 2 * np.pi * np.arange(m) / w
@@ -240,9 +242,11 @@ def _frequencies(shape: tuple[int, int]):
     weight[0] = 1.0
     if w % 2 == 0:
         weight[-1] = 1.0
-    for a in (kx, ky, weight):
+    powers_x = np.stack([weight, weight * kx, weight * kx**2])
+    powers_y = np.stack([np.ones_like(ky), ky, ky**2])
+    for a in (kx, ky, powers_x, powers_y):
         a.setflags(write=False)
-    return kx, ky, weight
+    return kx, ky, powers_x, powers_y
 
 
 def _surface(spectra: np.ndarray, at: np.ndarray, shape: tuple[int, int]):
@@ -254,9 +258,7 @@ def _surface(spectra: np.ndarray, at: np.ndarray, shape: tuple[int, int]):
     ``G = E X V`` with ``V = [e_x, k_x e_x, k_x^2 e_x]`` and
     ``E = [e_y, k_y e_y, k_y^2 e_y]`` holds every needed moment.
     """
-    kx, ky, weight = _frequencies(shape)
-    powers_x = np.stack([weight, weight * kx, weight * kx**2])  # (3, M)
-    powers_y = np.stack([np.ones_like(ky), ky, ky**2])  # (3, H)
+    kx, ky, powers_x, powers_y = _frequencies(shape)
     ex = np.exp(1j * np.outer(at[:, 1], kx))  # (B, M)
     ey = np.exp(1j * np.outer(at[:, 0], ky))  # (B, H)
     right = (ex[:, None, :] * powers_x).astype(np.complex64)  # (B, 3, M)
