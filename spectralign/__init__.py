@@ -1,24 +1,32 @@
 """spectralign: spectral stitching of microscopy tiles and serial sections.
 
 Three steps, three classes: :class:`Matcher` finds matching points between
-overlapping images, ``Placement`` places every tile in model space, and
+overlapping images, the :class:`Placement` places every tile in model space, and
 ``Renderer`` blends the tiles into one canvas.
 """
 
 from .affine import Affine
 from .errors import (
+    DisconnectedTileGraphError,
     ImageDimensionError,
     ImageNotFoundError,
     ImageReadError,
+    InvalidMatchError,
     InvalidPointError,
     InvalidSizeError,
+    NoMatchesError,
     NonFiniteImageError,
+    SingularPlacementError,
     SpectralignError,
     SpectralignWarning,
+    UnderdeterminedTileError,
+    UnknownTileError,
     WindowOutsideImageError,
 )
 from .image import Image
 from .matcher import Iteration, Match, Matcher, Matches
+from .placement import MODELS, Placement
+from .placement_result import DroppedMatch, PairFit, PlacementResult
 
 __version__ = "0.1.0"
 
@@ -29,14 +37,25 @@ __all__ = [
     "Match",
     "Matcher",
     "Matches",
+    "MODELS",
+    "Placement",
+    "PlacementResult",
+    "PairFit",
+    "DroppedMatch",
+    "DisconnectedTileGraphError",
     "ImageDimensionError",
     "ImageNotFoundError",
     "ImageReadError",
+    "InvalidMatchError",
     "InvalidPointError",
     "InvalidSizeError",
+    "NoMatchesError",
     "NonFiniteImageError",
+    "SingularPlacementError",
     "SpectralignError",
     "SpectralignWarning",
+    "UnderdeterminedTileError",
+    "UnknownTileError",
     "WindowOutsideImageError",
     "__version__",
 ]

@@ -14,6 +14,12 @@ __all__ = [
     "InvalidSizeError",
     "InvalidPointError",
     "WindowOutsideImageError",
+    "UnknownTileError",
+    "InvalidMatchError",
+    "NoMatchesError",
+    "UnderdeterminedTileError",
+    "DisconnectedTileGraphError",
+    "SingularPlacementError",
     "SpectralignWarning",
 ]
 
@@ -48,6 +54,54 @@ class InvalidPointError(SpectralignError, ValueError):
 
 class WindowOutsideImageError(SpectralignError, ValueError):
     """A requested window does not overlap the image at all."""
+
+
+class UnknownTileError(SpectralignError, KeyError):
+    """A tile id that the placement or renderer has never seen."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidMatchError(SpectralignError, ValueError):
+    """A match that cannot be used: a tile matched with itself, a negative
+    or non-finite weight, points of the wrong shape."""
+
+
+class NoMatchesError(SpectralignError, ValueError):
+    """A placement was asked for with no matches at all."""
+
+
+class UnderdeterminedTileError(SpectralignError, ValueError):
+    """A tile has fewer (or more degenerate) matches than the model needs.
+
+    Attributes
+    ----------
+    tiles : list
+        The tiles concerned.
+    """
+
+    def __init__(self, message: str, tiles: list | None = None):
+        super().__init__(message)
+        self.tiles = list(tiles or [])
+
+
+class DisconnectedTileGraphError(SpectralignError, ValueError):
+    """The tile graph falls apart into pieces that nothing ties together.
+
+    Attributes
+    ----------
+    components : list of list
+        The tiles of each connected component, largest first.
+    """
+
+    def __init__(self, message: str, components: list | None = None):
+        super().__init__(message)
+        self.components = list(components or [])
+
+
+class SingularPlacementError(SpectralignError, ValueError):
+    """The placement's least-squares system has no unique solution."""
 
 
 class SpectralignWarning(UserWarning):
