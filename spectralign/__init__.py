@@ -8,6 +8,7 @@ overlapping images, the :class:`Placement` places every tile in model space, and
 from .affine import Affine
 from .errors import (
     DisconnectedTileGraphError,
+    EmptyCanvasError,
     ImageDimensionError,
     ImageNotFoundError,
     ImageReadError,
@@ -19,6 +20,8 @@ from .errors import (
     SingularPlacementError,
     SpectralignError,
     SpectralignWarning,
+    StoreExistsError,
+    TileShapeError,
     UnderdeterminedTileError,
     UnknownTileError,
     WindowOutsideImageError,
@@ -27,6 +30,7 @@ from .image import Image
 from .matcher import Iteration, Match, Matcher, Matches
 from .placement import MODELS, Placement
 from .placement_result import DroppedMatch, PairFit, PlacementResult
+from .renderer import Renderer
 
 __version__ = "0.1.0"
 
@@ -42,6 +46,10 @@ __all__ = [
     "PlacementResult",
     "PairFit",
     "DroppedMatch",
+    "Renderer",
+    "EmptyCanvasError",
+    "StoreExistsError",
+    "TileShapeError",
     "DisconnectedTileGraphError",
     "ImageDimensionError",
     "ImageNotFoundError",

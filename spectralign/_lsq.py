@@ -37,6 +37,7 @@ _DECOUPLED = {"translation": True, "affine": True, "similarity": False, "euclide
 _RAYLEIGH_MEDIAN = float(np.sqrt(2 * np.log(2)))  # median of |N(0, I_2)|
 _EUCLIDEAN_STEPS = 20
 _REFINE_STEPS = 2
+_APPLY_CHUNK = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,12 @@ def underdetermined(model: str, system: System, weights: np.ndarray) -> np.ndarr
     Translation needs one point, the euclidean and similarity models two
     distinct points, the affine model three points that are not collinear.
     """
-    n, _, cov = _point_moments(system, weights)
     if model == "translation":
+        keep = weights > 0
+        n = np.bincount(np.concatenate([system.ia[keep], system.ib[keep], system.at]),
+                        minlength=system.ntiles)
         return np.flatnonzero(n < 1)
+    n, _, cov = _point_moments(system, weights)
     eig = np.linalg.eigvalsh(cov)  # ascending, per tile
     scale = np.maximum(eig[:, 1], 1.0)
     if model == "affine":
@@ -173,8 +177,16 @@ def params_to_matrices(model: str, theta: np.ndarray, c: np.ndarray, s: np.ndarr
 
 def apply(mats: np.ndarray, tiles: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``T_tiles[i](points[i])`` for (N,) tiles and (N, 2) points."""
-    m = mats[tiles]
-    return np.einsum("nij,nj->ni", m[:, :, :2], points) + m[:, :, 2]
+    out = np.empty((len(tiles), 2))
+    translation = bool(np.all(mats[:, :, :2] == np.eye(2)))
+    for i in range(0, len(tiles), _APPLY_CHUNK):  # bounded temporaries
+        t, p = tiles[i:i + _APPLY_CHUNK], points[i:i + _APPLY_CHUNK]
+        if translation:
+            out[i:i + _APPLY_CHUNK] = p + mats[t, :, 2]
+        else:
+            m = mats[t]
+            out[i:i + _APPLY_CHUNK] = np.einsum("nij,nj->ni", m[:, :, :2], p) + m[:, :, 2]
+    return out
 
 
 def residuals(mats: np.ndarray, system: System) -> np.ndarray:
@@ -307,7 +319,10 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     """
     used = System(system.ntiles, system.ia, system.ib, system.P, system.Q, weights,
                   system.at, system.ax, system.ay, system.aw)
-    c, s = frames(system, weights)
+    if model == "translation":  # no frames needed
+        c, s = np.zeros((system.ntiles, 2)), np.ones(system.ntiles)
+    else:
+        c, s = frames(system, weights)
     k = _NPARAM[model]
     if model != "euclidean":
         return _solve_linear(model, used, c, s, pinned, pinned_mats)

@@ -20,6 +20,9 @@ __all__ = [
     "UnderdeterminedTileError",
     "DisconnectedTileGraphError",
     "SingularPlacementError",
+    "TileShapeError",
+    "EmptyCanvasError",
+    "StoreExistsError",
     "SpectralignWarning",
 ]
 
@@ -102,6 +105,18 @@ class DisconnectedTileGraphError(SpectralignError, ValueError):
 
 class SingularPlacementError(SpectralignError, ValueError):
     """The placement's least-squares system has no unique solution."""
+
+
+class TileShapeError(SpectralignError, ValueError):
+    """A tile image does not have the size declared for it."""
+
+
+class EmptyCanvasError(SpectralignError, ValueError):
+    """Nothing to render: no tiles placed, or a clip rectangle that misses them all."""
+
+
+class StoreExistsError(SpectralignError, FileExistsError):
+    """The output path exists and may not be written over."""
 
 
 class SpectralignWarning(UserWarning):

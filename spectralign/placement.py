@@ -229,7 +229,7 @@ class Placement:
     # -- solving ----------------------------------------------------------
 
     def solve(self, model: str = "translation", *, fix: Hashable | None = None,
-              robust: bool = True, abs_threshold: float = 1.0,
+              robust: bool = True, abs_threshold: float = 2.0,
               rel_threshold: float = 5.0) -> PlacementResult:
         """Place every tile.
 

@@ -1,0 +1,80 @@
+"""Tile sources that read only the part of a tile that is asked for.
+
+A source is small and picklable, so that a render can run on any dask
+scheduler: arrays travel as they are (numpy, memory-mapped, zarr or dask
+arrays); files travel as their path and are opened where they are read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ImageDimensionError
+
+_TIFF = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+
+
+class ArraySource:
+    """A 2-D array-like (numpy, memmap, zarr, dask, Image)."""
+
+    def __init__(self, array: Any, name: str = "array"):
+        shape = tuple(int(s) for s in array.shape)
+        if len(shape) != 2:
+            raise ImageDimensionError(
+                f"Expected a 2-D gray tile. Got {name} of shape {shape} instead; convert colour "
+                f"tiles with spectralign.Image first.")
+        self.array = array
+        self.shape = shape
+        self.dtype = np.dtype(array.dtype)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.asarray(self.array[y0:y1, x0:x1])
+
+
+class FileSource:
+    """An image file, opened when read: TIFF memory-mapped where it can be,
+    anything else read whole through :class:`spectralign.Image`."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        arr = self._open()
+        if arr.ndim != 2:
+            raise ImageDimensionError(
+                f"Expected a 2-D gray tile. Got {self.path} with shape {arr.shape} instead.")
+        self.shape = tuple(int(s) for s in arr.shape)
+        self.dtype = np.dtype(arr.dtype)
+
+    def _open(self) -> Any:
+        if Path(self.path).suffix.lower() in _TIFF:
+            import tifffile
+
+            try:
+                return tifffile.memmap(self.path, mode="r")
+            except (ValueError, OSError):
+                pass
+            # compressed or tiled TIFF: read lazily through its zarr view
+            import zarr
+
+            store = tifffile.imread(self.path, aszarr=True)
+            arr = zarr.open_array(store, mode="r")
+            if arr.ndim == 2:
+                return arr
+        from .image import Image
+
+        return Image(self.path)
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return np.asarray(self._open()[y0:y1, x0:x1])
+
+
+def as_source(img: Any) -> ArraySource | FileSource:
+    """A tile source for an array, an Image, a lazy array or a file path."""
+    if isinstance(img, (str, os.PathLike)):
+        return FileSource(img)
+    if hasattr(img, "shape") and hasattr(img, "__getitem__") and hasattr(img, "dtype"):
+        return ArraySource(img)
+    return ArraySource(np.asarray(img), name=type(img).__name__)
