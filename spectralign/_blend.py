@@ -84,17 +84,43 @@ def sample(item: TileItem, xs: np.ndarray, ys: np.ndarray, order: int
         return None
     sub = np.asarray(item.source.read(v0, v1, u0, u1), dtype=np.float64)
     if item.is_translation:
-        fu, fv = u[0] - np.round(u[0]), v[0] - np.round(v[0])
-        if abs(fu) < _EPS and abs(fv) < _EPS:  # integer offset: copy
-            iu = np.clip(np.round(u).astype(np.int64) - u0, 0, u1 - u0 - 1)
-            iv = np.clip(np.round(v).astype(np.int64) - v0, 0, v1 - v0 - 1)
-            return sub[np.ix_(iv, iu)], uu, vv
-        gu, gv = np.meshgrid(u - u0, v - v0)
-    else:
-        gu, gv = uu - u0, vv - v0
-    vals = scipy.ndimage.map_coordinates(sub, [gv, gu], order=order, mode="nearest",
-                                         prefilter=order > 1)
+        # fractions from the tile's offset alone, so that every chunk
+        # interpolates with bit-identical weights (xs, ys are whole numbers)
+        tu, tv = np.floor(inv[0, 2]), np.floor(inv[1, 2])
+        fu, fv = inv[0, 2] - tu, inv[1, 2] - tv
+        iu = np.round(xs).astype(np.int64) + int(tu) - u0
+        iv = np.round(ys).astype(np.int64) + int(tv) - v0
+        if order <= 1 or (fu < _EPS and fv < _EPS):
+            return _bilinear(sub, iu, iv, fu, fv, order), uu, vv
+    # model grid -> sub-window (row, col): one affine map, computed in C
+    matrix = np.array([[inv[1, 1], inv[1, 0]], [inv[0, 1], inv[0, 0]]])
+    start = inv[:, :2] @ (xs[0], ys[0]) + inv[:, 2]
+    offset = (start[1] - v0, start[0] - u0)
+    vals = scipy.ndimage.affine_transform(sub, matrix, offset, output_shape=(len(ys), len(xs)),
+                                          order=order, mode="nearest", prefilter=order > 1)
     return vals, uu, vv
+
+
+def _bilinear(sub: np.ndarray, iu: np.ndarray, iv: np.ndarray, fu: float, fv: float,
+              order: int) -> np.ndarray:
+    """Translation by whole pixels ``iu, iv`` plus fractions ``fu, fv`` in
+    [0, 1): a copy, or bilinear (order 1) / nearest (order 0) interpolation,
+    with edge pixels repeated beyond the window."""
+    h, w = sub.shape
+    if order == 0:
+        iu, iv = iu + int(fu >= 0.5), iv + int(fv >= 0.5)
+        fu = fv = 0.0
+    r0, c0 = np.clip(iv, 0, h - 1), np.clip(iu, 0, w - 1)
+    r1, c1 = np.clip(iv + 1, 0, h - 1), np.clip(iu + 1, 0, w - 1)
+    out = sub[np.ix_(r0, c0)]
+    if fu >= _EPS:
+        out = out + fu * (sub[np.ix_(r0, c1)] - out)
+    if fv >= _EPS:
+        below = sub[np.ix_(r1, c0)]
+        if fu >= _EPS:
+            below = below + fu * (sub[np.ix_(r1, c1)] - below)
+        out = out + fv * (below - out)
+    return out
 
 
 def blend_chunk(x0: float, y0: float, height: int, width: int, items: list[TileItem], *,
