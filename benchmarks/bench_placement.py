@@ -5,7 +5,7 @@ ratio against the dense normal-equation solver of the original package.
     python benchmarks/bench_placement.py --quick    # small sizes only
 
 Each case runs in a fresh subprocess so that its peak resident memory
-(``ru_maxrss``, whole process, Python and numpy included) is its own.  The
+(``VmHWM``, whole process, Python and numpy included) is its own.  The
 grid is n x n tiles of 512 px at a 450 px step with random stage error, four
 matches per neighbouring pair (right and down) with 0.1 px noise; the
 placement runs with its default settings (robust rejection on).
@@ -44,7 +44,13 @@ cos, sin = np.cos(angle), np.sin(angle)
 rot = np.stack([np.stack([cos, -sin], 1), np.stack([sin, cos], 1)], 1)
 model_pts = np.einsum("nij,nj->ni", rot[a], P) + pos[a]
 Q = np.einsum("nji,nj->ni", rot[b], model_pts - pos[b]) + rng.normal(0, 0.1, P.shape)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_mb():  # this process image's own peak resident set
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+
+base = peak_mb()
 
 t0 = time.perf_counter()
 if method == "ours":
@@ -90,7 +96,7 @@ else:
     out = dict(rms=float("nan"))
 elapsed = time.perf_counter() - t0
 out.update(tiles=n * n, matches=len(a), model=model, method=method, seconds=elapsed,
-           peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, base_mb=base)
+           peak_mb=peak_mb(), base_mb=base)
 print(json.dumps(out))
 """
 

@@ -23,8 +23,8 @@ def test_example_matches_every_pair_within_two_pixels(capsys):
     lines = out.splitlines()
     assert lines[0].startswith(f"spectralign {spectralign.__version__}: matching the shipped 3 x 2")
     assert lines[1].split() == ["pair", "found", "offset", "(x,", "y)", "reference", "diff", "SNR"]
-    rows = [ROW.match(line) for line in lines[2:-1]]
-    assert all(rows), lines[2:-1]
+    rows = [ROW.match(line) for line in lines[2:9]]
+    assert all(rows), lines[2:9]
     assert len(rows) == 7
     pairs = set()
     for row in rows:
@@ -41,12 +41,23 @@ def test_example_matches_every_pair_within_two_pixels(capsys):
         np.testing.assert_allclose((fx, fy), step, atol=10)
     assert len(pairs) == 7
     summary = re.match(r"^matched (\d+) pairs in [\d.]+ s; largest difference from the "
-                       r"reference aligner ([\d.]+) px$", lines[-1])
+                       r"reference aligner ([\d.]+) px$", lines[9])
     assert summary and int(summary[1]) == 7
     assert float(summary[2]) == pytest.approx(max(float(row[9]) for row in rows), abs=0.01)
     # no command at all runs the example too, with the same numbers
     assert main([]) == 0
-    assert capsys.readouterr().out.splitlines()[:-1] == lines[:-1]
+    assert capsys.readouterr().out.splitlines()[:9] == lines[:9]
+    placed = re.search(r"largest distance from the reference positions ([\d.]+) px", out)
+    assert placed and float(placed.group(1)) < 2.0
+    assert re.search(r"rendered a (\d+) x (\d+) px montage", out)
+
+
+def test_example_writes_ome_zarr(tmp_path, capsys):
+    import zarr
+
+    assert main(["example", "-o", str(tmp_path / "m.ome.zarr")]) == 0
+    root = zarr.open_group(tmp_path / "m.ome.zarr", mode="r")
+    assert root["0"].ndim == 2 and "ome" in root.attrs
 
 
 def test_version_exits_zero_and_prints_it(capsys):
