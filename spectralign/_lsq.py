@@ -36,7 +36,6 @@ _DECOUPLED = {"translation": True, "affine": True, "similarity": False, "euclide
 
 _RAYLEIGH_MEDIAN = float(np.sqrt(2 * np.log(2)))  # median of |N(0, I_2)|
 _EUCLIDEAN_STEPS = 20
-_REFINE_STEPS = 2
 _APPLY_CHUNK = 1 << 18
 
 
@@ -290,11 +289,6 @@ def _solve(a: sp.csc_matrix, rhs: np.ndarray, weights: np.ndarray, k: int,
     except RuntimeError as exc:  # "Factor is exactly singular"
         raise np.linalg.LinAlgError(str(exc)) from exc
     x = lu.solve(np.ascontiguousarray(wa @ b))
-    # iterative refinement against the least-squares gradient of A itself:
-    # the normal equations square A's condition number, and long chains of
-    # affine tiles are ill-conditioned enough for that to cost pixels
-    for _ in range(_REFINE_STEPS):
-        x = x + lu.solve(np.ascontiguousarray(wa @ (b - af @ x)))
     if not np.all(np.isfinite(x)):
         raise np.linalg.LinAlgError("the normal equations are singular")
     free_tiles = np.flatnonzero(~known)
@@ -333,7 +327,7 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     for _ in range(_EUCLIDEAN_STEPS):
         a, rhs, w = _design("euclidean", used, c, s, mats)
         step = _solve(a, rhs, w, k, pinned, np.zeros((len(pinned), k, 1)))
-        theta = theta + step * np.array([1.0, 0.0, 0.0])[None, :, None] / s[:, None, None]
+        theta[:, 0] += step[:, 0] / s[:, None]  # the angle step was scaled by s
         theta[:, 1:] += step[:, 1:]
         mats = params_to_matrices("euclidean", theta, c, s)
         # angle steps are scaled by s, so both parts of the step are in px

@@ -148,6 +148,12 @@ def write_pyramid(root: Any, path: Path, nlevels: int, chunks: tuple[int, ...]) 
         below = arr
 
 
+def finish(root: Any, path: Path, fp: str) -> None:
+    """Mark the render complete and drop its progress markers."""
+    root.attrs["spectralign"] = {"fingerprint": fp, "complete": True}
+    shutil.rmtree(path / PROGRESS, ignore_errors=True)
+
+
 def pyramid_levels(shape: tuple[int, ...], chunk: int) -> int:
     """Levels until the image fits one chunk (at least 1)."""
     n, size = 1, max(shape[-2:])

@@ -357,10 +357,7 @@ class Renderer:
         dask.compute(*tasks)
         if nlevels > 1:
             ome.write_pyramid(root, path, nlevels, chunks)
-        root.attrs["spectralign"] = {"fingerprint": fp, "complete": True}
-        import shutil
-
-        shutil.rmtree(path / ome.PROGRESS, ignore_errors=True)
+        ome.finish(root, path, fp)
         return path
 
     def _describe(self, shape: tuple[int, ...]) -> dict[str, Any]:
