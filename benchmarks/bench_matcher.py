@@ -114,11 +114,16 @@ def speed(images, sizes, reps):
     rows = []
     for size in sizes:
         p = np.array([img.shape[1] / 2, img.shape[0] / 2])
-        t_ours = timeit(lambda: matcher.refine(p, p + (3.3, -2.7), size, iters=1))
         plan = get_plan(1, (size, size))
-        t_fft = timeit(lambda: (plan.forward(), plan.backward()))
+        # interleave short runs of ours and of the FFT floor, so that the
+        # machine's load drifts equally over both; report medians
+        ours_t, fft_t = [], []
+        for _ in range(9):
+            ours_t.append(timeit(lambda: matcher.refine(p, p + (3.3, -2.7), size, iters=1), 0.3))
+            fft_t.append(timeit(lambda: (plan.forward(), plan.backward()), 0.3))
+        t_ours, t_fft = float(np.median(ours_t)), float(np.median(fft_t))
         row = {"size": size, "ours_s": t_ours, "three_ffts_s": t_fft,
-               "ours_over_floor": t_ours / t_fft}
+               "ours_over_floor": float(np.median(np.divide(ours_t, fft_t)))}
         if peer_available():
             y0, x0 = 200, 300
             a = img[y0:y0 + size, x0:x0 + size][None].repeat(reps, 0)

@@ -33,9 +33,11 @@ import numpy as np
 __all__ = [
     "apodization_window",
     "apodize_stack",
+    "textureless_windows",
     "whitened_cross_power",
     "fast_power",
     "integer_peaks",
+    "peak_neighbourhood",
     "refine_peaks",
     "peak_snr",
 ]
@@ -104,7 +106,26 @@ def apodize_stack(windows: np.ndarray, apod: np.ndarray, textureless: float = 1e
     flat -= mean[:, None].astype(np.float32)
     flat *= w
     energy = np.vecdot(flat, flat).astype(np.float64)
-    return energy <= (textureless * mean) ** 2 * w_sq
+    return textureless_windows(mean, energy, w_sq, textureless)
+
+
+def textureless_windows(mean: np.ndarray, energy: np.ndarray, w_sq: float,
+                        textureless: float = 1e-4) -> np.ndarray:
+    """Which apodized windows have no texture to match.
+
+    A window is textureless when the RMS of its apodized, mean-subtracted
+    form is at most ``textureless`` times its mean level (see
+    :func:`apodize_stack`).
+
+    Parameters
+    ----------
+    mean, energy : (B,) float arrays
+        Apodization-weighted mean of each window, and the sum of squares of
+        its apodized form.
+    w_sq : float
+        Sum of squares of the apodization window.
+    """
+    return np.asarray(energy) <= (textureless * np.asarray(mean)) ** 2 * w_sq
 
 
 @lru_cache(maxsize=64)
@@ -191,13 +212,15 @@ def whitened_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
     return s2
 
 
-def integer_peaks(corr: np.ndarray) -> np.ndarray:
+def integer_peaks(corr: np.ndarray, argmax: np.ndarray | None = None) -> np.ndarray:
     """Signed integer position ``(dy, dx)`` of the maximum of each correlation.
 
     Parameters
     ----------
     corr : (B, H, W) float array
         Circular correlation surfaces; index 0 is zero shift.
+    argmax : (B,) int array, optional
+        Flat index of each maximum, if already known.
 
     Returns
     -------
@@ -205,28 +228,47 @@ def integer_peaks(corr: np.ndarray) -> np.ndarray:
         Peak positions folded into ``[-H/2, H/2)`` and ``[-W/2, W/2)``.
     """
     b, h, w = corr.shape
-    flat = np.argmax(corr.reshape(b, -1), axis=1)
+    flat = np.argmax(corr.reshape(b, -1), axis=1) if argmax is None else argmax
     iy, ix = np.divmod(flat, w)
     iy = (iy + h // 2) % h - h // 2
     ix = (ix + w // 2) % w - w // 2
     return np.stack([iy, ix], axis=1)
 
 
-def _parabolic_start(corr: np.ndarray, peaks: np.ndarray) -> np.ndarray:
-    """Three-point parabola through the peak along each axis (clamped)."""
+def peak_neighbourhood(corr: np.ndarray, peaks: np.ndarray,
+                       radius: int = _SNR_EXCLUDE) -> np.ndarray:
+    """Values of each surface around its peak (circularly wrapped).
+
+    Parameters
+    ----------
+    corr : (B, H, W) float array
+    peaks : (B, 2) int array
+        ``(dy, dx)`` from :func:`integer_peaks`.
+    radius : int
+
+    Returns
+    -------
+    (B, 2 radius + 1, 2 radius + 1) float64 array
+        ``near[b, radius + i, radius + j]`` is the surface at the peak
+        plus ``(i, j)``.
+    """
     b, h, w = corr.shape
-    idx = np.arange(b)
-    iy, ix = peaks[:, 0], peaks[:, 1]
-    c0 = corr[idx, iy % h, ix % w].astype(np.float64)
-    out = np.zeros((b, 2))
-    for axis, (dy, dx) in enumerate(((1, 0), (0, 1))):
-        cm = corr[idx, (iy - dy) % h, (ix - dx) % w]
-        cp = corr[idx, (iy + dy) % h, (ix + dx) % w]
-        denom = cm - 2 * c0 + cp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            off = np.where(denom < 0, 0.5 * (cm - cp) / denom, 0.0)
-        out[:, axis] = np.clip(off, -0.5, 0.5)
-    return peaks + out
+    r = np.arange(-radius, radius + 1)
+    ys = (peaks[:, 0, None, None] + r[None, :, None]) % h
+    xs = (peaks[:, 1, None, None] + r[None, None, :]) % w
+    return corr[np.arange(b)[:, None, None], ys, xs].astype(np.float64)
+
+
+def _parabolic_start(near: np.ndarray, peaks: np.ndarray) -> np.ndarray:
+    """Three-point parabola through the peak along each axis (clamped)."""
+    k = near.shape[1] // 2
+    c0 = near[:, k, k]
+    cm = np.stack([near[:, k - 1, k], near[:, k, k - 1]], axis=1)
+    cp = np.stack([near[:, k + 1, k], near[:, k, k + 1]], axis=1)
+    denom = cm - 2 * c0[:, None] + cp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(denom < 0, 0.5 * (cm - cp) / denom, 0.0)
+    return peaks + np.clip(off, -0.5, 0.5)
 
 
 @lru_cache(maxsize=64)
@@ -270,7 +312,8 @@ def _surface(spectra: np.ndarray, at: np.ndarray, shape: tuple[int, int]):
     return c, grad, -g[:, 2, 0].real, -g[:, 0, 2].real, -g[:, 1, 1].real
 
 
-def refine_peaks(spectra: np.ndarray, corr: np.ndarray, peaks: np.ndarray):
+def refine_peaks(spectra: np.ndarray, corr: np.ndarray, peaks: np.ndarray,
+                 near: np.ndarray | None = None):
     """Subpixel maxima of correlation surfaces, with their curvature.
 
     Starts from a parabola through the integer peak and takes Newton steps
@@ -285,6 +328,8 @@ def refine_peaks(spectra: np.ndarray, corr: np.ndarray, peaks: np.ndarray):
         Their inverse transforms (the surfaces sampled at integer shifts).
     peaks : (B, 2) int array
         Integer peak positions from :func:`integer_peaks`.
+    near : (B, K, K) float array, optional
+        :func:`peak_neighbourhood` of the peaks, if already gathered.
 
     Returns
     -------
@@ -298,7 +343,9 @@ def refine_peaks(spectra: np.ndarray, corr: np.ndarray, peaks: np.ndarray):
         where the surface is not concave.
     """
     shape = corr.shape[1:]
-    at = _parabolic_start(corr, peaks)
+    if near is None:
+        near = peak_neighbourhood(corr, peaks, 1)
+    at = _parabolic_start(near, peaks)
     for _ in range(_NEWTON_STEPS):
         c, grad, cyy, cxx, cxy = _surface(spectra, at, shape)
         det = cyy * cxx - cxy**2
@@ -317,7 +364,9 @@ def refine_peaks(spectra: np.ndarray, corr: np.ndarray, peaks: np.ndarray):
     return at, c, width
 
 
-def peak_snr(corr: np.ndarray, peaks: np.ndarray, value: np.ndarray) -> np.ndarray:
+def peak_snr(corr: np.ndarray, peaks: np.ndarray, value: np.ndarray,
+             total: np.ndarray | None = None, energy: np.ndarray | None = None,
+             near: np.ndarray | None = None) -> np.ndarray:
     """Signal-to-noise ratio of correlation peaks.
 
     ``(peak - mean) / std`` of the correlation surface, where the mean and
@@ -331,6 +380,10 @@ def peak_snr(corr: np.ndarray, peaks: np.ndarray, value: np.ndarray) -> np.ndarr
     peaks : (B, 2) int array
     value : (B,) float array
         Peak values (e.g. from :func:`refine_peaks`).
+    total, energy : (B,) float arrays, optional
+        Sum and sum of squares of each surface, if already known.
+    near : (B, 5, 5) float array, optional
+        :func:`peak_neighbourhood` of the peaks, if already gathered.
 
     Returns
     -------
@@ -338,12 +391,12 @@ def peak_snr(corr: np.ndarray, peaks: np.ndarray, value: np.ndarray) -> np.ndarr
     """
     b, h, w = corr.shape
     flat = corr.reshape(b, -1)
-    total = flat.sum(axis=1, dtype=np.float64)
-    energy = np.vecdot(flat, flat).astype(np.float64)
-    r = np.arange(-_SNR_EXCLUDE, _SNR_EXCLUDE + 1)
-    ys = (peaks[:, 0, None, None] + r[None, :, None]) % h
-    xs = (peaks[:, 1, None, None] + r[None, None, :]) % w
-    near = corr[np.arange(b)[:, None, None], ys, xs].astype(np.float64)
+    if total is None:
+        total = flat.sum(axis=1, dtype=np.float64)
+    if energy is None:
+        energy = np.vecdot(flat, flat).astype(np.float64)
+    if near is None:
+        near = peak_neighbourhood(corr, peaks)
     n = h * w - near[0].size
     mean = (total - near.sum(axis=(1, 2))) / n
     var = (energy - (near**2).sum(axis=(1, 2))) / n - mean**2

@@ -9,10 +9,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import _spectral
+from . import _kernels, _spectral
 from ._fft import get_plan
 from .errors import InvalidPointError
-from .image import Image, _cut, parse_point, parse_size
+from .image import Image, parse_point, parse_size
 
 __all__ = ["Matcher", "Match", "Matches", "Iteration"]
 
@@ -328,6 +328,8 @@ class Matcher:
         else:
             with ThreadPoolExecutor(workers) as pool:
                 parts = list(pool.map(run, starts))
+        if len(parts) == 1:
+            return Matches(*parts[0])
         cat = [np.concatenate(x, axis=0 if i < 6 else 1) for i, x in enumerate(zip(*parts))]
         return Matches(*cat)
 
@@ -339,49 +341,56 @@ class Matcher:
         P, P_ = P.copy(), P_.copy()
         plan = get_plan(batch, (h, w))
         apod = _spectral.apodization_window((h, w))
+        _, w_sq = _spectral._window_sums((h, w))
         img1, img2 = np.asarray(self.img1), np.asarray(self.img2)
         half = np.array([w // 2, h // 2], dtype=np.float64)
-        scratch = np.empty(plan.spectrum[:batch].shape, dtype=np.float32)
         shifts = np.full((iters, n, 2), np.nan)
         widths = np.full((iters, n, 2), np.nan)
         snrs = np.full((iters, n), np.nan)
         active = np.ones(n, dtype=bool)
+        everyone = True  # all pairs still active: plain slices, no masks
         niters = np.zeros(n, dtype=int)
         real, spec = plan.real, plan.spectrum
+        dead = np.ones(batch, dtype=bool)  # unused slots of the plan stay dead
         if n < batch:
             real[n:batch].fill(0)
             real[batch + n:].fill(0)
         for k in range(iters):
-            o1 = np.floor(P - half + 0.5).astype(int)
-            o2 = np.floor(P_ - half + 0.5).astype(int)
-            for i in range(n):
-                _cut(img1, o1[i, 0], o1[i, 1], w, h, self._fill[0], real[i])
-                _cut(img2, o2[i, 0], o2[i, 1], w, h, self._fill[1], real[batch + i])
-            flat = _spectral.apodize_stack(real, apod)
+            o1 = np.floor(P - half + 0.5).astype(np.int64)
+            o2 = np.floor(P_ - half + 0.5).astype(np.int64)
+            m1, e1 = _kernels.apodize_windows(img1, o1, self._fill[0], apod, real[:n])
+            m2, e2 = _kernels.apodize_windows(img2, o2, self._fill[1], apod,
+                                              real[batch:batch + n])
+            dead[:n] = (_spectral.textureless_windows(m1, e1, w_sq)
+                        | _spectral.textureless_windows(m2, e2, w_sq))
             plan.forward()
-            xpow = _spectral.whitened_cross_power(spec[:batch], spec[batch:], self.whiten, scratch,
-                                                   self.noise_floor)
-            xpow[flat[:batch] | flat[batch:]] = 0
-            spec[:batch] = xpow
+            xpow = spec[batch:]
+            _kernels.weigh_cross_power(spec[:batch], xpow, self.whiten, self.noise_floor, dead)
             plan.backward()
             corr = real[:batch]
-            peaks = _spectral.integer_peaks(corr)
-            at, value, width = _spectral.refine_peaks(xpow, corr, peaks)
-            snr = _spectral.peak_snr(corr, peaks, value)[:n]
+            at, value, width, snr = _kernels.locate_peaks(corr, xpow)
+            snr = snr[:n]
             # corr peaks at s = -delta, delta: how far window 2's content is displaced
             delta = -at[:n, ::-1]
             c1 = o1 + half
             c2 = o2 + half
             step = (c2 - P_) - (c1 - P) + delta
-            step[~active] = 0
+            if everyone:
+                shifts[k] = step
+                widths[k] = width[:n, ::-1]
+                snrs[k] = snr
+                niters += 1
+            else:
+                step[~active] = 0
+                shifts[k, active] = step[active]
+                widths[k, active] = width[:n, ::-1][active]
+                snrs[k, active] = snr[active]
+                niters[active] += 1
             P -= step / 2
             P_ += step / 2
-            shifts[k, active] = step[active]
-            widths[k, active] = width[:n, ::-1][active]
-            snrs[k, active] = snr[active]
-            niters[active] += 1
             if tolerance > 0:
                 active &= np.hypot(step[:, 0], step[:, 1]) >= tolerance
+                everyone = bool(active.all())
                 if not active.any():
                     break
         last = niters - 1
