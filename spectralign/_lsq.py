@@ -266,20 +266,33 @@ def _matrix(rows, cols, vals, nrow, ncol) -> sp.csc_matrix:
 
 
 def _solve(a: sp.csc_matrix, rhs: np.ndarray, weights: np.ndarray, k: int,
-           pinned: np.ndarray, pinned_params: np.ndarray) -> np.ndarray:
+           pinned: np.ndarray, pinned_params: np.ndarray | None,
+           mean: tuple[np.ndarray, np.ndarray, int] | None = None) -> np.ndarray:
     """Weighted least squares ``min sum w (A x - B)^2`` with some tiles known.
+
+    With ``mean = (C, D, hub)`` no tile is known: the linear constraints
+    ``C x = D`` (a few rows: the mean of the tiles' parameters) fix the
+    gauge instead.  The normal equations bordered by ``C`` are solved
+    through the factorization with tile ``hub`` taken out: the hub's
+    parameters and the multipliers of ``C`` are the unknowns of a small
+    dense system.
 
     Returns the parameters (T, k, m) of every tile.
     """
     ncol = a.shape[1]
     t = ncol // k
+    if mean is not None:
+        pinned = np.array([mean[2]])
     known = np.zeros(t, bool)
     known[pinned] = True
     free_cols = np.flatnonzero(~np.repeat(known, k))
     known_cols = (k * pinned[:, None] + np.arange(k)).ravel()
     theta = np.zeros((t, k, rhs.shape[1]))
-    theta[pinned] = pinned_params
-    b = rhs - a[:, known_cols] @ pinned_params.reshape(len(known_cols), rhs.shape[1])
+    if mean is None:
+        theta[pinned] = pinned_params
+        b = rhs - a[:, known_cols] @ pinned_params.reshape(len(known_cols), rhs.shape[1])
+    else:
+        b = rhs
     af = a[:, free_cols]
     wa = af.T.multiply(weights[None, :]).tocsr()
     normal = (wa @ af).tocsc()
@@ -288,29 +301,97 @@ def _solve(a: sp.csc_matrix, rhs: np.ndarray, weights: np.ndarray, k: int,
                       options={"SymmetricMode": True})
     except RuntimeError as exc:  # "Factor is exactly singular"
         raise np.linalg.LinAlgError(str(exc)) from exc
-    x = lu.solve(np.ascontiguousarray(wa @ b))
-    if not np.all(np.isfinite(x)):
+    if mean is None:
+        x = lu.solve(np.ascontiguousarray(wa @ b))
+    else:
+        x, theta[pinned[0]] = _bordered(a, b, weights, lu, wa, known_cols, free_cols,
+                                        mean[0], mean[1])
+    if not np.all(np.isfinite(x)) or not np.all(np.isfinite(theta[pinned])):
         raise np.linalg.LinAlgError("the normal equations are singular")
     free_tiles = np.flatnonzero(~known)
     theta[free_tiles] = x.reshape(len(free_tiles), k, -1)
     return theta
 
 
+def _bordered(a, b, weights, lu, wa_f, known_cols, free_cols, cmat, d):
+    """Solve ``[N C'; C 0] [x; l] = [A' W b; d]`` given the LU of ``N_FF``.
+
+    ``N = A' W A`` is split into the free columns F and the hub's columns
+    H; eliminating ``x_F = K^-1 (r_F - N_FH x_H - C_F' l)`` leaves a small
+    dense system in ``x_H`` and ``l``.  Returns ``x_F`` and ``x_H``.
+    """
+    ah = a[:, known_cols]
+    wa_h = ah.T.multiply(weights[None, :]).tocsr()
+    n_fh = np.asarray((wa_f @ ah).todense())
+    n_hh = np.asarray((wa_h @ ah).todense())
+    r_f, r_h = wa_f @ b, wa_h @ b
+    c_f, c_h = cmat[:, free_cols], cmat[:, known_cols]
+    m, kh = b.shape[1], len(known_cols)
+    sol = lu.solve(np.ascontiguousarray(np.column_stack([r_f, n_fh, c_f.T])))
+    h, h1, h2 = sol[:, :m], sol[:, m:m + kh], sol[:, m + kh:]
+    n_hf = n_fh.T
+    small = np.block([[n_hh - n_hf @ h1, c_h.T - n_hf @ h2],
+                      [c_h - c_f @ h1, -c_f @ h2]])
+    y = np.linalg.solve(small, np.vstack([r_h - n_hf @ h, d - c_f @ h]))
+    x_h, lam = y[:kh], y[kh:]
+    return h - h1 @ x_h - h2 @ lam, x_h
+
+
+def _mean_constraints(model: str, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``C`` and targets ``D`` asking for the mean linear part I and
+    the mean translation 0 (of ``T(p) = L p + t``) in a model's parameters."""
+    t = len(s)
+    if model == "affine":  # per coordinate i: theta = (L[i, 0] s, L[i, 1] s, T(c)_i)
+        cm = np.zeros((3, 3 * t))
+        cm[0, 0::3] = 1 / s
+        cm[1, 1::3] = 1 / s
+        # t_i = T(c)_i - L[i, :] c
+        cm[2, 2::3] = 1.0
+        cm[2, 0::3] = -c[:, 0] / s
+        cm[2, 1::3] = -c[:, 1] / s
+        d = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+        return cm / t, d
+    # similarity: theta = (a s, b s, T(c)_x, T(c)_y) with L = [[a, -b], [b, a]]
+    cm = np.zeros((4, 4 * t))
+    cm[0, 0::4] = 1 / s
+    cm[1, 1::4] = 1 / s
+    cm[2, 2::4] = 1.0  # tx = T(c)_x - (a cx - b cy)
+    cm[2, 0::4] = -c[:, 0] / s
+    cm[2, 1::4] = c[:, 1] / s
+    cm[3, 3::4] = 1.0  # ty = T(c)_y - (b cx + a cy)
+    cm[3, 0::4] = -c[:, 1] / s
+    cm[3, 1::4] = -c[:, 0] / s
+    d = np.array([[1.0], [0.0], [0.0], [0.0]])
+    return cm / t, d
+
+
 def _solve_linear(model: str, system: System, c: np.ndarray, s: np.ndarray, pinned: np.ndarray,
-                  pinned_mats: np.ndarray) -> np.ndarray:
+                  pinned_mats: np.ndarray, hub: int | None = None) -> np.ndarray:
     a, rhs, w = _design(model, system, c, s, None)
-    pp = matrices_to_params(model, pinned_mats, c[pinned], s[pinned])
-    theta = _solve(a, rhs, w, _NPARAM[model], pinned, pp)
+    if hub is not None:
+        cm, d = _mean_constraints(model, c, s)
+        theta = _solve(a, rhs, w, _NPARAM[model], pinned, None, mean=(cm, d, hub))
+    else:
+        pp = matrices_to_params(model, pinned_mats, c[pinned], s[pinned])
+        theta = _solve(a, rhs, w, _NPARAM[model], pinned, pp)
     return params_to_matrices(model, theta, c, s)
 
 
 def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
-          pinned_mats: np.ndarray) -> np.ndarray:
+          pinned_mats: np.ndarray, hub: int | None = None) -> np.ndarray:
     """Least-squares matrices (T, 2, 3) for the given match weights.
 
-    ``pinned`` tiles keep ``pinned_mats``.  Raises ``LinAlgError`` if the
-    system is singular.
+    ``pinned`` tiles keep ``pinned_mats``.  With ``hub`` (and nothing
+    pinned) the gauge is fixed instead by the mean of all tiles: for the
+    similarity and affine models through constraints on the mean linear
+    part and translation, because pinning one tile of a large grid leaves
+    it under tension (least squares in model space rewards tiles that
+    shrink, and every tile but the pinned one can); for the translation
+    and euclidean models, which cannot shrink, by pinning ``hub`` at the
+    identity.  Raises ``LinAlgError`` if the system is singular.
     """
+    if hub is not None and (model in ("translation", "euclidean") or len(system.at)):
+        pinned, pinned_mats, hub = np.array([hub]), np.eye(2, 3)[None], None
     used = System(system.ntiles, system.ia, system.ib, system.P, system.Q, weights,
                   system.at, system.ax, system.ay, system.aw)
     if model == "translation":  # no frames needed
@@ -319,7 +400,7 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
         c, s = frames(system, weights)
     k = _NPARAM[model]
     if model != "euclidean":
-        return _solve_linear(model, used, c, s, pinned, pinned_mats)
+        return _solve_linear(model, used, c, s, pinned, pinned_mats, hub)
     # euclidean: start from the similarity solution's angles, then Gauss-Newton
     mats = _solve_linear("similarity", used, c, s, pinned, pinned_mats)
     theta = matrices_to_params("euclidean", mats, c, s)
@@ -358,6 +439,16 @@ def gauge(model: str, mats: np.ndarray) -> np.ndarray:
     return out
 
 
+def refix(mats: np.ndarray, tile: int) -> np.ndarray:
+    """Compose every tile with the inverse of ``tile``'s transform, so that
+    ``tile`` becomes the identity (the model's kind is kept)."""
+    g = np.vstack([mats[tile], [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(g)[:2]
+    out = np.einsum("ij,tjk->tik", inv[:, :2], mats)
+    out[:, :, 2] += inv[:, 2]
+    return out
+
+
 # -- robustness ---------------------------------------------------------------
 
 
@@ -382,7 +473,7 @@ def robust_scale(norms: np.ndarray) -> float:
 
 def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np.ndarray, *,
                  robust: bool, abs_threshold: float, rel_threshold: float,
-                 max_rounds: int = 60) -> RobustFit:
+                 max_rounds: int = 60, hub: int | None = None) -> RobustFit:
     """Least squares, then (if ``robust`` and some residual is too large)
     iterative rejection of bad matches.
 
@@ -400,13 +491,14 @@ def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np
     with the euclidean model, which cannot, and the rounds then go on with
     the model asked for.
     """
-    state = _Rounds(model, system, pinned, pinned_mats, abs_threshold, rel_threshold)
+    state = _Rounds(model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub)
     state.solve(np.zeros(system.nmatches, bool))
     live = system.w > 0
     if not robust or not (state.norms[live] > state.threshold).any():
         return state.result()
     if model in ("similarity", "affine"):
-        detect = _Rounds("euclidean", system, pinned, pinned_mats, abs_threshold, rel_threshold)
+        detect = _Rounds("euclidean", system, pinned, pinned_mats, abs_threshold, rel_threshold,
+                         hub)
         detect.rounds = state.rounds
         detect.solve(state.dropped)
         detect.run(max_rounds)
@@ -419,9 +511,9 @@ def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np
 class _Rounds:
     """The state of iterative rejection for one model."""
 
-    def __init__(self, model, system, pinned, pinned_mats, abs_threshold, rel_threshold):
+    def __init__(self, model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub):
         self.model, self.system = model, system
-        self.pinned, self.pinned_mats = pinned, pinned_mats
+        self.pinned, self.pinned_mats, self.hub = pinned, pinned_mats, hub
         self.abs_threshold, self.rel_threshold = abs_threshold, rel_threshold
         self.rounds = 0
         live = system.w > 0
@@ -431,7 +523,7 @@ class _Rounds:
         base = self.system.w
         self.dropped = dropped
         self.mats = solve(self.model, self.system, np.where(dropped, 0.0, base), self.pinned,
-                          self.pinned_mats)
+                          self.pinned_mats, self.hub)
         self.res = residuals(self.mats, self.system)
         self.norms = np.hypot(self.res[:, 0], self.res[:, 1])
         self.sigma = robust_scale(self.norms[(base > 0) & ~dropped])

@@ -296,23 +296,31 @@ class Placement:
         fixed = self._ids[fix] if fix is not None else None
         self._check_connected(system, fixed)
         self._check_determined(model, system)
-        if fixed is not None:
+        # the gauge: priors fix it; else the mean of the tiles (see _lsq.solve),
+        # about the best-connected tile; ``fix`` is applied afterwards for the
+        # models that can shrink, and by pinning for those that cannot
+        hub = None
+        pinned = np.zeros(0, np.int64)
+        refix = fixed is not None and model in ("similarity", "affine") and len(system.at) == 0
+        if fixed is not None and not refix:
             pinned = np.array([fixed])
         elif len(system.at) == 0:
-            pinned = np.array([int(np.argmax(np.bincount(np.concatenate([system.ia, system.ib]))))])
-        else:
-            pinned = np.zeros(0, np.int64)
+            hub = int(np.argmax(np.bincount(np.concatenate([system.ia, system.ib]))))
         pinned_mats = np.broadcast_to(np.eye(2, 3), (len(pinned), 2, 3))
         try:
             fit = _lsq.robust_solve(model, system, pinned, pinned_mats, robust=robust,
-                                    abs_threshold=abs_threshold, rel_threshold=rel_threshold)
+                                    abs_threshold=abs_threshold, rel_threshold=rel_threshold,
+                                    hub=hub)
         except np.linalg.LinAlgError as exc:
             raise SingularPlacementError(
                 f"The {model} placement has no unique solution ({exc}). Check for tiles "
                 f"whose matches all lie on one line, or add priors.") from exc
         mats = fit.mats
-        if fixed is None and len(system.at) == 0:
+        if refix:
+            mats = _lsq.refix(mats, fixed)
+        elif fixed is None and len(system.at) == 0:
             mats = _lsq.gauge(model, mats)
+        if mats is not fit.mats:
             res = _lsq.residuals(mats, system)
             fit = _lsq.RobustFit(mats, res, fit.dropped, fit.threshold, fit.sigma, fit.rounds)
         return PlacementResult(model=model, tiles=tuple(self._tiles), system=system, fit=fit)
