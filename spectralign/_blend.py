@@ -101,6 +101,25 @@ def sample(item: TileItem, xs: np.ndarray, ys: np.ndarray, order: int
     return vals, uu, vv
 
 
+def _window(item: TileItem, x0: float, y0: float, width: int, height: int, order: int
+            ) -> tuple[int, int, int, int] | None:
+    """Tile pixels ``(u0, v0, u1, v1)`` that the chunk's pixels sample
+    (with an interpolation margin), or None if the tile misses the chunk."""
+    inv = item.inverse
+    cx = np.array([x0, x0 + width - 1, x0, x0 + width - 1], dtype=np.float64)
+    cy = np.array([y0, y0, y0 + height - 1, y0 + height - 1], dtype=np.float64)
+    uu = inv[0, 0] * cx + inv[0, 1] * cy + inv[0, 2]
+    vv = inv[1, 0] * cx + inv[1, 1] * cy + inv[1, 2]
+    margin = max(order, 1) + 1
+    u0 = max(int(np.floor(uu.min())) - margin, 0)
+    u1 = min(int(np.ceil(uu.max())) + margin + 1, item.width)
+    v0 = max(int(np.floor(vv.min())) - margin, 0)
+    v1 = min(int(np.ceil(vv.max())) + margin + 1, item.height)
+    if u0 >= u1 or v0 >= v1:
+        return None
+    return u0, v0, u1, v1
+
+
 def _bilinear(sub: np.ndarray, iu: np.ndarray, iv: np.ndarray, fu: float, fv: float,
               order: int) -> np.ndarray:
     """Translation by whole pixels ``iu, iv`` plus fractions ``fu, fv`` in
@@ -132,11 +151,24 @@ def blend_chunk(x0: float, y0: float, height: int, width: int, items: list[TileI
     or ``"last"`` (the first or last tile in ``items`` that covers a pixel
     wins).  Integer ``dtype`` output is rounded and clipped to its range.
     """
+    from . import _kernels  # imports numba: only where rendering happens
+
     xs = x0 + np.arange(width, dtype=np.float64)
     ys = y0 + np.arange(height, dtype=np.float64)
     acc = np.zeros((height, width))
     cover = np.zeros((height, width))
     for item in items:
+        if order <= 1 and _kernels.numba is not None:
+            window = _window(item, x0, y0, width, height, order)
+            if window is None:
+                continue
+            u0, v0, u1, v1 = window
+            sub = np.ascontiguousarray(item.source.read(v0, v1, u0, u1))
+            if sub.dtype.kind not in "uif":
+                sub = sub.astype(np.float64)
+            _kernels.accumulate(acc, cover, x0, y0, item.inverse, sub, u0, v0, item.width,
+                                item.height, blend, order, method)
+            continue
         got = sample(item, xs, ys, order)
         if got is None:
             continue

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import _kernels, _spectral
+from . import _spectral
 from ._fft import get_plan
 from .errors import InvalidPointError
 from .image import Image, parse_point, parse_size
@@ -336,6 +336,8 @@ class Matcher:
     def _refine_chunk(self, P: np.ndarray, P_: np.ndarray, size: tuple[int, int],
                       batch: int, iters: int, tolerance: float) -> tuple:
         """Refine up to ``batch`` pairs; the FFT plan always has ``batch`` slots."""
+        from . import _kernels  # imports numba: only where matching happens
+
         w, h = size
         n = len(P)
         P, P_ = P.copy(), P_.copy()

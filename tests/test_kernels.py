@@ -77,3 +77,32 @@ def test_locate_peaks_equals_numpy(shape):
     np.testing.assert_allclose(value, value_ref, rtol=1e-5)
     np.testing.assert_allclose(width, width_ref, rtol=1e-4)
     np.testing.assert_allclose(snr, snr_ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["mean", "max", "first", "last"])
+@pytest.mark.parametrize("order", [0, 1])
+@pytest.mark.parametrize("affine", [False, True])
+def test_render_kernel_equals_numpy(monkeypatch, method, order, affine):
+    from spectralign import Affine, Renderer
+
+    rng = np.random.default_rng(11)
+    tiles = {(r, c): (rng.random((40, 50)) * 200).astype(np.float32)
+             for r in range(2) for c in range(2)}
+    placed = {}
+    for (r, c) in tiles:
+        t = Affine.translator((c * 43.3 + r * 1.7, r * 33.6 - c * 2.2))
+        if affine:
+            t = t @ Affine.rotator(rng.uniform(-0.05, 0.05), (25, 20)) @ Affine.scaler(1.02)
+        placed[(r, c)] = t
+
+    def render():
+        ren = Renderer(affine=placed, tilesize=(50, 40), blend=6, method=method, order=order,
+                       chunk=32)
+        for t, img in tiles.items():
+            ren.render(t, img)
+        return ren.canvas.astype(np.float64).compute(scheduler="synchronous")
+
+    ours = render()
+    monkeypatch.setattr(_kernels, "numba", None)
+    ref = render()
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-4)  # float32 rounding
