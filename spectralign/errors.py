@@ -23,6 +23,9 @@ __all__ = [
     "TileShapeError",
     "EmptyCanvasError",
     "StoreExistsError",
+    "TileConfigError",
+    "LayoutError",
+    "NoTilesError",
     "SpectralignWarning",
 ]
 
@@ -117,6 +120,19 @@ class EmptyCanvasError(SpectralignError, ValueError):
 
 class StoreExistsError(SpectralignError, FileExistsError):
     """The output path exists and may not be written over."""
+
+
+class TileConfigError(SpectralignError, ValueError):
+    """A TileConfiguration file has a line that cannot be read (the
+    message names the file and line)."""
+
+
+class LayoutError(SpectralignError, ValueError):
+    """A grid layout does not fit the tiles given (count, sizes, names)."""
+
+
+class NoTilesError(SpectralignError, FileNotFoundError):
+    """A glob pattern or folder holds no tiles."""
 
 
 class SpectralignWarning(UserWarning):

@@ -237,3 +237,31 @@ def test_clip_rectangle_and_true(scene):
     frac = {t: (x + 0.5, y + 0.5) for t, (x, y) in pos.items()}
     assert render(frac, tiles, clip=True).image.shape == (239, 519)
     assert render(frac, tiles).image.shape == (241, 521)
+
+
+def test_distributed_cluster_writes_the_same_store_and_library_prints_nothing(
+        tmp_path, scene, capsys):
+    distributed = pytest.importorskip("distributed")
+    pos, tiles = cut_grid(scene)
+    pos = {t: (x + 0.25, y - 0.5) for t, (x, y) in pos.items()}
+    files = {}
+    for t, im in tiles.items():  # tiles on disk, as a cluster job has them
+        files[t] = tmp_path / f"tile_{t[0]}_{t[1]}.tif"
+        tifffile.imwrite(files[t], im)
+    expected = render(pos, files, chunk=128).image
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        out = render(pos, files, chunk=128).to_zarr(tmp_path / "c.ome.zarr")
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["0"][:], expected)
+    capsys.readouterr()
+    render(pos, files, chunk=128).to_zarr(tmp_path / "quiet.ome.zarr")
+    assert capsys.readouterr() == ("", "")  # progress is the caller's choice ...
+    import io
+
+    from dask.diagnostics import ProgressBar
+
+    shown = io.StringIO()
+    with ProgressBar(minimum=0, out=shown):  # ... through dask's own callbacks
+        render(pos, files, chunk=128).to_zarr(tmp_path / "shown.ome.zarr")
+    assert "100%" in shown.getvalue()

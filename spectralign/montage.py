@@ -1,0 +1,622 @@
+"""Grid montages end to end: find overlaps, match, place, report, render.
+
+:func:`stitch_grid` takes tiles and a layout (or stage positions) and
+returns a :class:`Montage`: the placement, the quality of every overlap,
+and a way to render.  It is built from the three core classes:
+
+1. Nominal tile positions come from the layout (rows x cols, overlap,
+   raster or snake order, row- or column-major, flips) or from given stage
+   positions.  Every pair of tiles whose nominal rectangles overlap by at
+   least ``min_overlap`` px in both axes is matched, diagonal neighbours
+   included.
+2. Each overlap is matched coarse to fine with :class:`Matcher`: one window
+   twice as wide as the nominal overlap finds the offset even when the
+   stage is off by a good part of the overlap; then a row of small windows
+   along the found overlap gives the matches that the placement uses.
+3. Windows are kept when their SNR beats a threshold learned from the data:
+   the same windows cut from pairs of tiles that do *not* overlap show what
+   a meaningless match scores.
+4. :class:`Placement` places every tile (robust to bad matches), with a
+   faint prior at the stage position so that a tile without a good match
+   stays where the stage put it (and is reported) instead of breaking the
+   montage.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+import os
+import re
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .affine import Affine
+from .errors import LayoutError, NoTilesError, SpectralignWarning, TileShapeError
+from .image import Image
+from .matcher import Matcher
+from .placement import Placement
+from .placement_result import PlacementResult
+from .tileconfig import read_tileconfig, write_tileconfig
+
+__all__ = ["stitch_grid", "Montage", "OverlapFit", "grid_positions", "natural_sorted"]
+
+_PRIOR_WEIGHT = 1e-6  # per anchor point; a match weighs 1
+_CACHE_TILES_MIN = 4
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def natural_sorted(names: Iterable[str]) -> list[str]:
+    """Sort file names with their numbers in numeric order (``t2`` < ``t10``)."""
+    def key(s: str):
+        return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", s)]
+    return sorted(names, key=key)
+
+
+def _collect(tiles: Any) -> tuple[list[Any], list[str]]:
+    """Tiles as a list of sources and their names."""
+    if isinstance(tiles, (str, os.PathLike)):
+        pattern = str(tiles)
+        if os.path.isdir(pattern):
+            pattern = os.path.join(pattern, "*")
+        files = [f for f in natural_sorted(_glob.glob(pattern)) if os.path.isfile(f)]
+        if not files:
+            raise NoTilesError(f"Expected tile files matching {str(tiles)!r}. Got none; check "
+                               f"the folder and the pattern (e.g. 'tiles/*.tif').")
+        return files, [os.path.basename(f) for f in files]
+    if isinstance(tiles, Mapping):
+        raise TypeError("Expected tiles as a glob pattern or a sequence; pass a dict of "
+                        "positions as positions= with tiles as a list.")
+    items = list(tiles)
+    if not items:
+        raise NoTilesError("Expected at least one tile. Got an empty sequence.")
+    names = [os.path.basename(str(t)) if isinstance(t, (str, os.PathLike)) else f"tile_{i:04d}"
+             for i, t in enumerate(items)]
+    return items, names
+
+
+def _shape(tile: Any) -> tuple[int, int]:
+    """(height, width) of a tile without reading its pixels where possible."""
+    if isinstance(tile, (str, os.PathLike)):
+        from ._source import FileSource
+
+        return FileSource(tile).shape
+    shape = getattr(tile, "shape", None)
+    if shape is None:
+        shape = np.asarray(tile).shape
+    return tuple(int(s) for s in shape[:2])
+
+
+def grid_positions(n: int, grid: tuple[int, int], tilesize: tuple[int, int],
+                   overlap: float | tuple[float, float] = 0.15, *, layout: str = "raster",
+                   major: str = "row", flip: tuple[bool, bool] = (False, False)
+                   ) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Grid cell and nominal top-left position of each of ``n`` tiles.
+
+    Parameters
+    ----------
+    n : int
+        Number of tiles, in acquisition order.
+    grid : (rows, cols)
+    tilesize : (width, height)
+    overlap : float or (float, float)
+        Fraction of a tile shared with its neighbour, in x and y.
+    layout : "raster" or "snake"
+        Snake: every other row (column, if column-major) runs backwards.
+    major : "row" or "col"
+        Whether acquisition fills rows first (row-major) or columns first.
+    flip : (bool, bool)
+        Mirror the grid in x (columns right to left) and/or y (rows bottom
+        to top).
+
+    Returns
+    -------
+    cells : list of (row, col)
+    positions : (n, 2) float array
+        Nominal ``(x, y)`` of each tile's top-left corner.
+    """
+    rows, cols = (int(v) for v in grid)
+    if rows < 1 or cols < 1:
+        raise LayoutError(f"Expected a grid of at least 1 x 1. Got {rows} x {cols}.")
+    if n != rows * cols:
+        raise LayoutError(f"Expected {rows} x {cols} = {rows * cols} tiles for the grid. "
+                          f"Got {n}; check --grid (ROWSxCOLS) and the tile pattern.")
+    if layout not in ("raster", "snake"):
+        raise LayoutError(f"Expected layout 'raster' or 'snake'. Got {layout!r}.")
+    if major not in ("row", "col"):
+        raise LayoutError(f"Expected major 'row' or 'col'. Got {major!r}.")
+    ox, oy = (overlap, overlap) if np.isscalar(overlap) else overlap
+    if not (0 <= ox < 1 and 0 <= oy < 1):
+        raise LayoutError(f"Expected overlap fractions in [0, 1). Got {overlap!r}.")
+    w, h = tilesize
+    cells = []
+    for i in range(n):
+        if major == "row":
+            r, c = divmod(i, cols)
+            if layout == "snake" and r % 2:
+                c = cols - 1 - c
+        else:
+            c, r = divmod(i, rows)
+            if layout == "snake" and c % 2:
+                r = rows - 1 - r
+        if flip[0]:
+            c = cols - 1 - c
+        if flip[1]:
+            r = rows - 1 - r
+        cells.append((r, c))
+    pos = np.array([(c * w * (1 - ox), r * h * (1 - oy)) for r, c in cells], dtype=float)
+    return cells, pos
+
+
+class _TileCache:
+    """The few tiles that matching needs at once, as float Images."""
+
+    def __init__(self, sources: Sequence[Any], size: int):
+        self.sources, self.size = sources, max(size, _CACHE_TILES_MIN)
+        self._images: OrderedDict[int, Image] = OrderedDict()
+
+    def __getitem__(self, i: int) -> Image:
+        img = self._images.get(i)
+        if img is None:
+            src = self.sources[i]
+            img = src if isinstance(src, Image) else Image(src)
+            self._images[i] = img
+            while len(self._images) > self.size:
+                self._images.popitem(last=False)
+        else:
+            self._images.move_to_end(i)
+        return img
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class OverlapFit:
+    """How one overlap matched and fits the placement.
+
+    Attributes
+    ----------
+    t, t_ : hashable
+        The two tiles.
+    nominal : (2,) float array
+        Offset ``(x, y)`` of ``t_`` from ``t`` that the layout or stage gave.
+    found : (2,) float array
+        Offset measured by the coarse window (NaN if it failed).
+    windows, kept : int
+        Small windows matched, and kept (SNR above the threshold and
+        agreeing with the coarse offset).
+    snr : float
+        Median SNR of the small windows (coarse SNR if none was matched).
+    rms : float
+        RMS residual (px) of the kept windows under the final placement.
+    """
+
+    t: Hashable
+    t_: Hashable
+    nominal: np.ndarray
+    found: np.ndarray
+    windows: int
+    kept: int
+    snr: float
+    rms: float
+
+
+@dataclass(eq=False)
+class Montage:
+    """A placed grid of tiles, its quality, and a way to render it.
+
+    Attributes
+    ----------
+    placement : PlacementResult
+        The fit, with per-match residuals, dropped matches and components.
+    tiles : dict
+        ``{tile: source}`` as given (paths stay paths: rendering reads them
+        lazily).
+    names : dict
+        ``{tile: name}``: the file name, or ``tile_NNNN`` for arrays.
+    nominal : dict
+        ``{tile: (x, y)}`` stage or layout positions.
+    overlaps : list of OverlapFit
+    snr_threshold : float
+        SNR a small window had to beat to be kept.
+    unmatched : list
+        Tiles that no kept window ties to a neighbour: placed by their
+        stage position alone.
+    tilesize : (width, height)
+    """
+
+    placement: PlacementResult
+    tiles: dict
+    names: dict
+    nominal: dict
+    overlaps: list
+    snr_threshold: float
+    unmatched: list
+    tilesize: tuple[int, int]
+    cells: dict = field(default_factory=dict)
+
+    @property
+    def positions(self) -> dict[Hashable, np.ndarray]:
+        """``{tile: (x, y)}``: top-left corner of each tile in the montage."""
+        return self.placement.positions
+
+    @property
+    def transforms(self) -> dict[Hashable, Affine]:
+        """``{tile: Affine}``: tile-to-montage transforms."""
+        return self.placement.transforms
+
+    def renderer(self, **options: Any):
+        """A :class:`Renderer` with every tile rendered (lazily for files).
+
+        ``options`` go to :class:`Renderer` (``blend``, ``chunk``,
+        ``method``, ...); the default feather is a quarter of the smallest
+        overlap, at least 10 px.
+        """
+        from .renderer import Renderer
+
+        options.setdefault("blend", self._default_blend())
+        if self.placement.model == "translation":
+            ren = Renderer(rigid=self.positions, tilesize=self.tilesize, **options)
+        else:
+            ren = Renderer(affine=self.transforms, tilesize=self.tilesize, **options)
+        for t, src in self.tiles.items():
+            ren.render(t, src)
+        return ren
+
+    def to_zarr(self, path: str | os.PathLike, **options: Any) -> Path:
+        """Render the montage to OME-Zarr (see :meth:`Renderer.to_zarr`).
+
+        Options ``resume``, ``overwrite``, ``pixel_size``, ``unit``,
+        ``pyramid`` and ``name`` go to ``to_zarr``; the rest to
+        :meth:`renderer`.
+        """
+        keys = ("resume", "overwrite", "pixel_size", "unit", "pyramid", "name")
+        store = {k: options.pop(k) for k in keys if k in options}
+        return self.renderer(**options).to_zarr(path, **store)
+
+    def _default_blend(self) -> float:
+        gaps = [self.tilesize[0] - abs(o.nominal[0]) for o in self.overlaps
+                if abs(o.nominal[1]) < 1e-9] + [self.tilesize[1] - abs(o.nominal[1])
+                                                 for o in self.overlaps
+                                                 if abs(o.nominal[0]) < 1e-9]
+        return max(10.0, 0.25 * min(gaps)) if gaps else 10.0
+
+    # -- reports and exports ----------------------------------------------
+
+    def worst(self, n: int = 5) -> list[OverlapFit]:
+        """The ``n`` overlaps with the largest residual RMS."""
+        return sorted(self.overlaps, key=lambda o: -np.nan_to_num(o.rms, nan=np.inf))[:n]
+
+    def report(self, n: int = 5) -> str:
+        """A plain-text quality report."""
+        res = self.placement
+        kept = sum(o.kept for o in self.overlaps)
+        total = sum(o.windows for o in self.overlaps)
+        lines = [f"{len(self.tiles)} tiles, {len(self.overlaps)} overlaps, {kept} of {total} "
+                 f"windows kept (SNR threshold {self.snr_threshold:.1f}), "
+                 f"{res.ndropped} dropped by the placement",
+                 f"residuals: RMS {res.rms:.3f} px, max {res.max:.3f} px"]
+        if self.unmatched:
+            lines.append(f"WARNING: {len(self.unmatched)} tile(s) without a kept match, placed "
+                         f"by stage position only: {self.unmatched[:10]!r}")
+        lines.append(f"worst overlaps (RMS px, SNR, kept/windows):")
+        for o in self.worst(n):
+            lines.append(f"  {o.t!r} - {o.t_!r}: {o.rms:.3f}, {o.snr:.1f}, {o.kept}/{o.windows}")
+        return "\n".join(lines)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """Positions, transforms and quality as JSON (written to ``path`` if given)."""
+        def key(t):
+            return self.names.get(t, repr(t))
+        doc = {
+            "tilesize": list(self.tilesize),
+            "model": self.placement.model,
+            "tiles": [{"name": key(t), "id": repr(t), "cell": list(self.cells.get(t, ())),
+                       "nominal": [float(v) for v in self.nominal[t]],
+                       "position": [float(v) for v in self.positions[t]],
+                       "transform": np.asarray(self.transforms[t].matrix).tolist()}
+                      for t in self.tiles],
+            "overlaps": [{"a": key(o.t), "b": key(o.t_), "windows": o.windows, "kept": o.kept,
+                          "snr": _num(o.snr), "rms": _num(o.rms),
+                          "found": [_num(v) for v in o.found]} for o in self.overlaps],
+            "snr_threshold": self.snr_threshold,
+            "residual_rms": _num(self.placement.rms),
+            "residual_max": _num(self.placement.max),
+            "unmatched": [key(t) for t in self.unmatched],
+        }
+        text = json.dumps(doc, indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def write_tileconfig(self, path: str | os.PathLike) -> Path:
+        """Write the placed positions as a Fiji ``TileConfiguration.registered.txt``."""
+        return write_tileconfig(path, {self.names[t]: self.positions[t] for t in self.tiles})
+
+    def plot(self, folder: str | os.PathLike, n: int = 3) -> list[Path]:
+        """Save pictures of the fit as PNG (needs matplotlib): the residual
+        and SNR of each overlap drawn over the tile layout, and difference
+        images of the ``n`` worst overlaps.  Returns the files written."""
+        from ._plots import plot_montage
+
+        return plot_montage(self, Path(folder), n)
+
+
+def _num(v: float) -> float | None:
+    return None if not np.isfinite(v) else float(v)
+
+
+# ------------------------------------------------------------------ matching
+
+
+def _overlap(pa, pb, size):
+    """Model rectangle (x0, y0, x1, y1) shared by two tiles, or None."""
+    w, h = size
+    x0, y0 = max(pa[0], pb[0]), max(pa[1], pb[1])
+    x1, y1 = min(pa[0], pb[0]) + w, min(pa[1], pb[1]) + h
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _pairs(nominal: np.ndarray, size: tuple[int, int], min_overlap: float) -> list[tuple[int, int]]:
+    from scipy.spatial import cKDTree
+
+    radius = float(np.hypot(*size))
+    out = []
+    for i, j in sorted(cKDTree(nominal).query_pairs(radius)):
+        rect = _overlap(nominal[i], nominal[j], size)
+        if rect is not None and min(rect[2] - rect[0], rect[3] - rect[1]) >= min_overlap:
+            out.append((i, j))
+    return out
+
+
+def _pow2_at_most(v: float, lo: int = 16) -> int:
+    return max(lo, 1 << int(np.floor(np.log2(max(v, 1)))))
+
+
+def _coarse_geometry(rect, pa, pb, size):
+    """Centre in each tile and the size of the coarse window of an overlap:
+    twice the overlap across it (so that a stage error of a good part of
+    the overlap still leaves shared content), 80 % of it along it."""
+    w, h = size
+    ow, oh = rect[2] - rect[0], rect[3] - rect[1]
+    centre = np.array([(rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2])
+    win = np.array([min(2 * ow, 0.8 * w) if ow < oh else 0.8 * ow,
+                    min(2 * oh, 0.8 * h) if oh <= ow else 0.8 * oh])
+    win = np.maximum(np.floor(win), 16).astype(int)
+    return centre - pa, centre - pb, (int(win[0]), int(win[1]))
+
+
+def _fine_points(rect_found, pa, size, nwin, win):
+    """Centres (model px) of ``nwin`` windows along the overlap's long axis."""
+    x0, y0, x1, y1 = rect_found
+    ow, oh = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if ow >= oh:  # horizontal strip: windows along x
+        span = max(ow - win, 0)
+        xs = cx + np.linspace(-span / 2, span / 2, nwin) if nwin > 1 else np.array([cx])
+        return np.column_stack([xs, np.full(len(xs), cy)])
+    span = max(oh - win, 0)
+    ys = cy + np.linspace(-span / 2, span / 2, nwin) if nwin > 1 else np.array([cy])
+    return np.column_stack([np.full(len(ys), cx), ys])
+
+
+def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
+                overlap: float | tuple[float, float] = 0.15, *, layout: str = "raster",
+                major: str = "row", flip: tuple[bool, bool] = (False, False),
+                positions: Mapping | str | os.PathLike | None = None,
+                model: str = "translation", windows: int = 5, window: int | None = None,
+                min_overlap: float = 16, snr_threshold: float | None = None,
+                progress: Callable[[Iterable], Iterable] | bool | None = None) -> Montage:
+    """Stitch a grid of tiles: match every overlap, place, report.
+
+    Parameters
+    ----------
+    tiles : str, path, or sequence
+        A glob pattern or folder (files in natural order: ``t2`` before
+        ``t10``), or a sequence of files, arrays, Images or lazy arrays in
+        acquisition order.
+    grid : (rows, cols), optional
+        The layout; needed unless ``positions`` is given.
+    overlap : float or (float, float)
+        Nominal fraction of a tile shared with its neighbour (x, y).  A
+        guess is enough: the coarse window finds stage errors up to about
+        half the overlap.
+    layout, major, flip
+        Acquisition order: ``"raster"`` or ``"snake"``, ``"row"`` or
+        ``"col"``-major, and mirroring in x and/or y (see
+        :func:`grid_positions`).
+    positions : dict or path, optional
+        Stage positions instead of a layout: ``{index or file name: (x,
+        y)}`` in pixels (top-left corners), or a Fiji
+        ``TileConfiguration.txt`` whose file names are the tiles'.
+    model : str
+        Placement model: ``"translation"`` (default), ``"euclidean"``,
+        ``"similarity"`` or ``"affine"``.
+    windows : int
+        Small windows per overlap (along its long axis).
+    window : int, optional
+        Size of the small windows (default: the largest power of two that
+        fits the overlap, at most 128).
+    min_overlap : float
+        Pairs whose nominal rectangles share less than this (px) in either
+        axis are not matched.
+    snr_threshold : float, optional
+        SNR a small window must reach; default: learned from pairs of tiles
+        that do not overlap (their best SNR, times 1.25).
+    progress : bool or callable, optional
+        True for a tqdm progress bar over the overlaps; or a function that
+        wraps an iterable (e.g. ``tqdm.tqdm``).  Nothing is printed by
+        default.
+
+    Returns
+    -------
+    Montage
+
+    Raises
+    ------
+    NoTilesError
+        If the pattern matches no file.
+    LayoutError
+        If the grid does not match the tile count, or tiles differ in size.
+    TileConfigError
+        If a TileConfiguration line cannot be read.
+
+    Examples
+    --------
+    >>> import spectralign
+    >>> grid = spectralign.datasets.stitch2d_grid()
+    >>> tiles = [grid.tiles[r, c] for r in range(grid.rows) for c in range(grid.cols)]
+    >>> m = spectralign.stitch_grid(tiles, grid=(3, 2), overlap=(0.23, 0.12))
+    >>> len(m.positions), m.unmatched
+    (6, [])
+    """
+    sources, names = _collect(tiles)
+    shapes = {_shape(s) for s in sources}
+    if len(shapes) != 1:
+        raise LayoutError(f"Expected tiles of one size. Got sizes (height, width) "
+                          f"{sorted(shapes)}; stitch tiles of each size separately.")
+    h, w = shapes.pop()
+    size = (w, h)
+    cells: list = []
+    if positions is not None:
+        nominal = _stage_positions(positions, names)
+        ids: list = list(range(len(sources)))
+    else:
+        if grid is None:
+            raise LayoutError("Expected grid=(rows, cols) or positions=. Got neither.")
+        cells, nominal = grid_positions(len(sources), grid, size, overlap, layout=layout,
+                                        major=major, flip=flip)
+        ids = list(cells)
+    pairs = _pairs(nominal, size, min_overlap)
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        progress = lambda it: tqdm(it, desc="matching overlaps", unit="pair")  # noqa: E731
+    wrap = progress or (lambda it: it)
+    cols = grid[1] if grid is not None else int(np.sqrt(len(sources))) + 1
+    cache = _TileCache(sources, 2 * cols + 2)
+    threshold = (float(snr_threshold) if snr_threshold is not None
+                 else _learn_threshold(cache, nominal, pairs, size, windows, window))
+    pl = Placement()
+    overlaps = []
+    tied = set()
+    for i, j in wrap(pairs):
+        fit = _match_pair(cache, i, j, nominal, size, windows, window, threshold)
+        if fit is not None:
+            p, p_, info = fit
+            if len(p):
+                pl.addmatches(ids[i], ids[j], p, p_)
+                tied.update((i, j))
+            overlaps.append((ids[i], ids[j], info))
+    for k, t in enumerate(ids):  # faint stage priors: unmatched tiles stay put
+        pl.addprior(t, tuple(nominal[k]), weight=_PRIOR_WEIGHT)
+    unmatched = [ids[k] for k in range(len(ids)) if k not in tied]
+    if unmatched:
+        warnings.warn(f"{len(unmatched)} tile(s) have no kept match with a neighbour and are "
+                      f"placed by stage position only: {unmatched[:10]!r}", SpectralignWarning,
+                      stacklevel=2)
+    result = pl.solve(model) if pl.nmatches else _stage_only(pl, model)
+    fits = _overlap_fits(result, overlaps)
+    return Montage(placement=result, tiles=dict(zip(ids, sources)), names=dict(zip(ids, names)),
+                   nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=fits,
+                   snr_threshold=threshold, unmatched=unmatched, tilesize=size,
+                   cells=dict(zip(ids, cells)) if cells else {})
+
+
+def _stage_only(pl: Placement, model: str) -> PlacementResult:
+    return pl.solve(model)
+
+
+def _stage_positions(positions: Any, names: list[str]) -> np.ndarray:
+    if isinstance(positions, (str, os.PathLike)):
+        entries = read_tileconfig(positions)
+        table = {os.path.basename(e.file): e.position[:2] for e in entries}
+    else:
+        table = dict(positions)
+    out = np.empty((len(names), 2))
+    for k, name in enumerate(names):
+        for key in (k, name):
+            if key in table:
+                out[k] = np.asarray(table[key], dtype=float)[:2]
+                break
+        else:
+            raise LayoutError(f"Expected a stage position for every tile. Got none for "
+                              f"{name!r} (tile {k}); positions are keyed by index or file name.")
+    return out
+
+
+def _match_pair(cache, i, j, nominal, size, nwin, window, threshold):
+    """Coarse window, then a row of small windows, for tiles i and j."""
+    pa, pb = nominal[i], nominal[j]
+    rect = _overlap(pa, pb, size)
+    a, b = cache[i], cache[j]
+    m = Matcher(a, b)
+    c1, c2, cwin = _coarse_geometry(rect, pa, pb, size)
+    coarse = m.refine(c1, c2, cwin, iters=5, tolerance=0.05)
+    found = coarse.p - coarse.p_  # offset of b from a
+    nominal_off = pb - pa
+    info = dict(nominal=nominal_off, found=np.full(2, np.nan), windows=0, kept=0,
+                snr=float(coarse.snr))
+    if not np.isfinite(coarse.snr) or coarse.snr < threshold:
+        return np.zeros((0, 2)), np.zeros((0, 2)), info
+    info["found"] = found
+    rect_f = _overlap(pa, pa + found, size)
+    if rect_f is None:
+        return np.zeros((0, 2)), np.zeros((0, 2)), info
+    ow, oh = rect_f[2] - rect_f[0], rect_f[3] - rect_f[1]
+    short = min(ow, oh)
+    win = int(window) if window else min(128, _pow2_at_most(0.8 * short))
+    centres = _fine_points(rect_f, pa, size, nwin, win)
+    P = centres - pa
+    P_ = centres - (pa + found)
+    fine = m.refine_many(P, P_, win, iters=3, tolerance=0.02, workers=1)
+    # keep windows that are significant and agree with the coarse offset
+    agree = np.hypot(*((fine.p - fine.p_) - found).T) < max(3.0, 0.1 * win)
+    keep = (fine.snr >= threshold) & agree & np.isfinite(fine.snr)
+    info.update(windows=len(P), kept=int(keep.sum()), snr=float(np.median(fine.snr)))
+    return fine.p[keep], fine.p_[keep], info
+
+
+def _learn_threshold(cache, nominal, pairs, size, nwin, window) -> float:
+    """Best SNR of coarse windows between tiles that do not overlap, x 1.25
+    (at least 5): what a match that means nothing scores on these tiles."""
+    n = len(nominal)
+    if n < 3 or not pairs:
+        return 5.0
+    paired = set(pairs)
+    rng = np.random.default_rng(0)
+    scores = []
+    for i, j in pairs[: min(len(pairs), 12)]:
+        # the geometry of a real overlap, cut from a tile that does not overlap i
+        others = [k for k in range(n) if k != i and (min(i, k), max(i, k)) not in paired
+                  and _overlap(nominal[i], nominal[k], size) is None]
+        if not others:
+            continue
+        k = int(rng.choice(others))
+        c1, c2, cwin = _coarse_geometry(_overlap(nominal[i], nominal[j], size), nominal[i],
+                                        nominal[j], size)
+        match = Matcher(cache[i], cache[k]).refine(c1, c2, cwin, iters=1)
+        if np.isfinite(match.snr):
+            scores.append(match.snr)
+    if not scores:
+        return 5.0
+    return float(max(5.0, 1.25 * max(scores)))
+
+
+def _overlap_fits(result: PlacementResult, overlaps) -> list[OverlapFit]:
+    by_pair = {(p.t, p.t_): p for p in result.pairs}
+    out = []
+    for t, t_, info in overlaps:
+        pf = by_pair.get((t, t_))
+        out.append(OverlapFit(t, t_, np.asarray(info["nominal"], float),
+                              np.asarray(info["found"], float), info["windows"], info["kept"],
+                              info["snr"], float(pf.rms) if pf is not None else float("nan")))
+    return out
