@@ -2,7 +2,9 @@
 
 Three steps, three classes: :class:`Matcher` finds matching points between
 overlapping images, the :class:`Placement` places every tile in model space, and
-``Renderer`` blends the tiles into one canvas.
+``Renderer`` blends the tiles into one canvas.  :func:`stitch_grid` and
+:func:`align_stack` run the three steps on a grid of tiles or a stack of
+sections.
 """
 
 from .affine import Affine
@@ -15,12 +17,15 @@ from .errors import (
     InvalidMatchError,
     InvalidPointError,
     InvalidSizeError,
+    LayoutError,
     NoMatchesError,
+    NoTilesError,
     NonFiniteImageError,
     SingularPlacementError,
     SpectralignError,
     SpectralignWarning,
     StoreExistsError,
+    TileConfigError,
     TileShapeError,
     UnderdeterminedTileError,
     UnknownTileError,
@@ -31,6 +36,10 @@ from .matcher import Iteration, Match, Matcher, Matches
 from .placement import MODELS, Placement
 from .placement_result import DroppedMatch, PairFit, PlacementResult
 from .renderer import Renderer
+from .montage import Montage, OverlapFit, stitch_grid
+from .stack import Stack, align_stack
+from .tileconfig import TileEntry, read_tileconfig, write_tileconfig
+from . import datasets
 
 __version__ = "0.1.0"
 
@@ -47,6 +56,18 @@ __all__ = [
     "PairFit",
     "DroppedMatch",
     "Renderer",
+    "stitch_grid",
+    "Montage",
+    "OverlapFit",
+    "align_stack",
+    "Stack",
+    "read_tileconfig",
+    "write_tileconfig",
+    "TileEntry",
+    "datasets",
+    "LayoutError",
+    "NoTilesError",
+    "TileConfigError",
     "EmptyCanvasError",
     "StoreExistsError",
     "TileShapeError",

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
+import scipy.ndimage
 
 from .image import Image
 
-__all__ = ["GridDataset", "stitch2d_grid"]
+__all__ = ["GridDataset", "stitch2d_grid", "SyntheticGrid", "synthetic_grid"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,88 @@ def stitch2d_grid() -> GridDataset:
     rows = 1 + max(r for r, _ in tiles)
     cols = 1 + max(c for _, c in tiles)
     return GridDataset(tiles, reference, rows, cols, (0.23, 0.12))
+
+
+@dataclass(frozen=True)
+class SyntheticGrid:
+    """Tiles cut from one image at known subpixel positions.
+
+    Attributes
+    ----------
+    tiles : list of (H, W) float32 arrays
+        In raster order (row by row).
+    truth : (n, 2) float array
+        True top-left ``(x, y)`` of each tile in the source image.
+    nominal : (n, 2) float array
+        Stage positions: the regular grid, without the stage error.
+    grid : (rows, cols)
+    overlap : float
+    """
+
+    tiles: list
+    truth: np.ndarray
+    nominal: np.ndarray
+    grid: tuple[int, int]
+    overlap: float
+
+
+def synthetic_grid(image: np.ndarray, grid: tuple[int, int] = (4, 4), tile: int = 256,
+                   overlap: float = 0.15, *, stage_error: float = 20.0, noise: float = 0.0,
+                   vignetting: float = 0.0, seed: int = 0) -> SyntheticGrid:
+    """Cut a grid of tiles from ``image`` at known subpixel positions.
+
+    Each tile is the image sampled at its subpixel position (order-5
+    spline interpolation of a crop with a margin: local, so no wrap-around
+    rings at the tile edges where the overlaps are), times a vignetting
+    falloff, plus Gaussian noise.
+
+    Parameters
+    ----------
+    image : (H, W) array
+        Gray source image; must hold the whole grid plus ``stage_error``.
+    grid : (rows, cols)
+    tile : int
+        Tile side (px).
+    overlap : float
+        Nominal overlap fraction between neighbours.
+    stage_error : float
+        Each tile's true position is its nominal one plus a uniform error in
+        ``[-stage_error, stage_error]`` px per axis.
+    noise : float
+        Standard deviation of the added noise, as a fraction of the
+        image's standard deviation.
+    vignetting : float
+        Brightness falls by this fraction from the tile centre to its
+        corners (a radial quadratic falloff).
+    seed : int
+
+    Returns
+    -------
+    SyntheticGrid
+    """
+    img = np.asarray(image, dtype=np.float64)
+    rows, cols = grid
+    rng = np.random.default_rng(seed)
+    step = tile * (1 - overlap)
+    nominal = np.array([(c * step, r * step) for r in range(rows) for c in range(cols)])
+    truth = nominal + stage_error + 8 + rng.uniform(-stage_error, stage_error, nominal.shape)
+    need = truth.max(0) + tile + 8
+    if need[0] > img.shape[1] or need[1] > img.shape[0]:
+        raise ValueError(f"Expected an image of at least {int(need[0])} x {int(need[1])} px "
+                         f"for this grid. Got {img.shape[1]} x {img.shape[0]}.")
+    yy, xx = np.mgrid[0:tile, 0:tile]
+    r2 = ((xx - (tile - 1) / 2) ** 2 + (yy - (tile - 1) / 2) ** 2) / (2 * ((tile - 1) / 2) ** 2)
+    falloff = 1 - vignetting * r2
+    sigma = noise * img.std()
+    m = 8  # margin for the interpolation kernel
+    tiles = []
+    for x, y in truth:
+        ix, iy = int(np.floor(x)), int(np.floor(y))
+        crop = img[iy - m:iy + tile + m, ix - m:ix + tile + m]
+        shifted = scipy.ndimage.shift(crop, (iy - y, ix - x), order=5, mode="nearest")
+        shifted = shifted[m:m + tile, m:m + tile]
+        out = shifted * falloff
+        if sigma:
+            out = out + rng.normal(0, sigma, out.shape)
+        tiles.append(out.astype(np.float32))
+    return SyntheticGrid(tiles, truth, nominal, (rows, cols), overlap)

@@ -37,7 +37,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .affine import Affine
-from .errors import LayoutError, NoTilesError, SpectralignWarning, TileShapeError
+from .errors import LayoutError, NoMatchesError, NoTilesError, SpectralignWarning
 from .image import Image
 from .matcher import Matcher
 from .placement import Placement
@@ -292,8 +292,9 @@ class Montage:
     # -- reports and exports ----------------------------------------------
 
     def worst(self, n: int = 5) -> list[OverlapFit]:
-        """The ``n`` overlaps with the largest residual RMS."""
-        return sorted(self.overlaps, key=lambda o: -np.nan_to_num(o.rms, nan=np.inf))[:n]
+        """The ``n`` matched overlaps with the largest residual RMS."""
+        matched = [o for o in self.overlaps if o.kept and np.isfinite(o.rms)]
+        return sorted(matched, key=lambda o: -o.rms)[:n]
 
     def report(self, n: int = 5) -> str:
         """A plain-text quality report."""
@@ -304,6 +305,11 @@ class Montage:
                  f"windows kept (SNR threshold {self.snr_threshold:.1f}), "
                  f"{res.ndropped} dropped by the placement",
                  f"residuals: RMS {res.rms:.3f} px, max {res.max:.3f} px"]
+        empty = [o for o in self.overlaps if not o.kept]
+        if empty:
+            lines.append(f"{len(empty)} overlap(s) without a kept window (small or "
+                         f"textureless overlaps, diagonal corners): "
+                         f"{[(o.t, o.t_) for o in empty[:5]]!r}")
         if self.unmatched:
             lines.append(f"WARNING: {len(self.unmatched)} tile(s) without a kept match, placed "
                          f"by stage position only: {self.unmatched[:10]!r}")
@@ -378,6 +384,7 @@ def _pairs(nominal: np.ndarray, size: tuple[int, int], min_overlap: float) -> li
 
 
 def _pow2_at_most(v: float, lo: int = 16) -> int:
+    """Largest power of two <= v (at least ``lo``)."""
     return max(lo, 1 << int(np.floor(np.log2(max(v, 1)))))
 
 
@@ -390,20 +397,34 @@ def _coarse_geometry(rect, pa, pb, size):
     centre = np.array([(rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2])
     win = np.array([min(2 * ow, 0.8 * w) if ow < oh else 0.8 * ow,
                     min(2 * oh, 0.8 * h) if oh <= ow else 0.8 * oh])
-    win = np.maximum(np.floor(win), 16).astype(int)
-    return centre - pa, centre - pb, (int(win[0]), int(win[1]))
+    win = [_smooth_at_most(max(v, 16)) for v in win]
+    return centre - pa, centre - pb, (win[0], win[1])
 
 
-def _fine_points(rect_found, pa, size, nwin, win):
-    """Centres (model px) of ``nwin`` windows along the overlap's long axis."""
+def _smooth_at_most(v: float) -> int:
+    """Largest 2-3-5-smooth integer <= v: a size FFTs handle fast."""
+    n = int(np.floor(v))
+    while True:
+        k = n
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return n
+        n -= 1
+
+
+def _fine_points(rect_found, nwin, win):
+    """Centres (model px) of ``nwin`` windows of size ``win = (w, h)``
+    along the overlap's long axis."""
     x0, y0, x1, y1 = rect_found
     ow, oh = x1 - x0, y1 - y0
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     if ow >= oh:  # horizontal strip: windows along x
-        span = max(ow - win, 0)
+        span = max(ow - win[0], 0)
         xs = cx + np.linspace(-span / 2, span / 2, nwin) if nwin > 1 else np.array([cx])
         return np.column_stack([xs, np.full(len(xs), cy)])
-    span = max(oh - win, 0)
+    span = max(oh - win[1], 0)
     ys = cy + np.linspace(-span / 2, span / 2, nwin) if nwin > 1 else np.array([cy])
     return np.column_stack([np.full(len(ys), cx), ys])
 
@@ -503,13 +524,13 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
     wrap = progress or (lambda it: it)
     cols = grid[1] if grid is not None else int(np.sqrt(len(sources))) + 1
     cache = _TileCache(sources, 2 * cols + 2)
-    threshold = (float(snr_threshold) if snr_threshold is not None
-                 else _learn_threshold(cache, nominal, pairs, size, windows, window))
+    thresholds = ((float(snr_threshold),) * 2 if snr_threshold is not None
+                  else _learn_threshold(cache, nominal, pairs, size, windows, window))
     pl = Placement()
     overlaps = []
     tied = set()
     for i, j in wrap(pairs):
-        fit = _match_pair(cache, i, j, nominal, size, windows, window, threshold)
+        fit = _match_pair(cache, i, j, nominal, size, windows, window, thresholds)
         if fit is not None:
             p, p_, info = fit
             if len(p):
@@ -523,16 +544,17 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
         warnings.warn(f"{len(unmatched)} tile(s) have no kept match with a neighbour and are "
                       f"placed by stage position only: {unmatched[:10]!r}", SpectralignWarning,
                       stacklevel=2)
-    result = pl.solve(model) if pl.nmatches else _stage_only(pl, model)
+    if not pl.nmatches:
+        raise NoMatchesError(
+            f"Expected matches between overlapping tiles. Got none in {len(pairs)} overlapping "
+            f"pair(s) (SNR thresholds {thresholds[0]:.1f} / {thresholds[1]:.1f}); check the "
+            f"grid, layout and overlap, or the tiles' content.")
+    result = pl.solve(model)
     fits = _overlap_fits(result, overlaps)
     return Montage(placement=result, tiles=dict(zip(ids, sources)), names=dict(zip(ids, names)),
                    nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=fits,
-                   snr_threshold=threshold, unmatched=unmatched, tilesize=size,
+                   snr_threshold=thresholds[1], unmatched=unmatched, tilesize=size,
                    cells=dict(zip(ids, cells)) if cells else {})
-
-
-def _stage_only(pl: Placement, model: str) -> PlacementResult:
-    return pl.solve(model)
 
 
 def _stage_positions(positions: Any, names: list[str]) -> np.ndarray:
@@ -553,7 +575,7 @@ def _stage_positions(positions: Any, names: list[str]) -> np.ndarray:
     return out
 
 
-def _match_pair(cache, i, j, nominal, size, nwin, window, threshold):
+def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
     """Coarse window, then a row of small windows, for tiles i and j."""
     pa, pb = nominal[i], nominal[j]
     rect = _overlap(pa, pb, size)
@@ -565,57 +587,76 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, threshold):
     nominal_off = pb - pa
     info = dict(nominal=nominal_off, found=np.full(2, np.nan), windows=0, kept=0,
                 snr=float(coarse.snr))
-    if not np.isfinite(coarse.snr) or coarse.snr < threshold:
+    if not np.isfinite(coarse.snr) or coarse.snr < thresholds[0]:
         return np.zeros((0, 2)), np.zeros((0, 2)), info
     info["found"] = found
     rect_f = _overlap(pa, pa + found, size)
     if rect_f is None:
         return np.zeros((0, 2)), np.zeros((0, 2)), info
-    ow, oh = rect_f[2] - rect_f[0], rect_f[3] - rect_f[1]
-    short = min(ow, oh)
-    win = int(window) if window else min(128, _pow2_at_most(0.8 * short))
-    centres = _fine_points(rect_f, pa, size, nwin, win)
+    win = _fine_window(rect_f, window)
+    centres = _fine_points(rect_f, nwin, win)
     P = centres - pa
     P_ = centres - (pa + found)
     fine = m.refine_many(P, P_, win, iters=3, tolerance=0.02, workers=1)
     # keep windows that are significant and agree with the coarse offset
-    agree = np.hypot(*((fine.p - fine.p_) - found).T) < max(3.0, 0.1 * win)
-    keep = (fine.snr >= threshold) & agree & np.isfinite(fine.snr)
+    agree = np.hypot(*((fine.p - fine.p_) - found).T) < max(3.0, 0.1 * min(win))
+    keep = (fine.snr >= thresholds[1]) & agree & np.isfinite(fine.snr)
+    if keep.sum() < max(2, (len(keep) + 1) // 2):
+        # a real overlap shows in most of its windows; one or two lucky windows
+        # agreeing with a coarse peak that was itself luck are not a match
+        keep[:] = False
     info.update(windows=len(P), kept=int(keep.sum()), snr=float(np.median(fine.snr)))
     return fine.p[keep], fine.p_[keep], info
 
 
-def _learn_threshold(cache, nominal, pairs, size, nwin, window) -> float:
-    """Best SNR of coarse windows between tiles that do not overlap, x 1.25
-    (at least 5): what a match that means nothing scores on these tiles."""
+def _learn_threshold(cache, nominal, pairs, size, nwin, window) -> tuple[float, float]:
+    """What a match that means nothing scores on these tiles.
+
+    The coarse and small windows of real overlaps are cut again from a tile
+    that does not overlap the first one; the thresholds are the best SNR
+    they reach, times 1.25 (at least 5).  Returns (coarse, small).
+    """
     n = len(nominal)
-    if n < 3 or not pairs:
-        return 5.0
     paired = set(pairs)
     rng = np.random.default_rng(0)
-    scores = []
-    for i, j in pairs[: min(len(pairs), 12)]:
-        # the geometry of a real overlap, cut from a tile that does not overlap i
-        others = [k for k in range(n) if k != i and (min(i, k), max(i, k)) not in paired
+    coarse, small = [5.0 / 1.25], [5.0 / 1.25]
+    for i, j in pairs[: min(len(pairs), 8)]:
+        others = [k for k in range(n) if k not in (i, j) and (min(i, k), max(i, k)) not in paired
                   and _overlap(nominal[i], nominal[k], size) is None]
         if not others:
             continue
         k = int(rng.choice(others))
-        c1, c2, cwin = _coarse_geometry(_overlap(nominal[i], nominal[j], size), nominal[i],
-                                        nominal[j], size)
-        match = Matcher(cache[i], cache[k]).refine(c1, c2, cwin, iters=1)
-        if np.isfinite(match.snr):
-            scores.append(match.snr)
-    if not scores:
-        return 5.0
-    return float(max(5.0, 1.25 * max(scores)))
+        rect = _overlap(nominal[i], nominal[j], size)
+        c1, c2, cwin = _coarse_geometry(rect, nominal[i], nominal[j], size)
+        m = Matcher(cache[i], cache[k])
+        coarse.append(m.refine(c1, c2, cwin, iters=1).snr)
+        win = _fine_window(rect, window)
+        centres = _fine_points(rect, nwin, win)
+        fine = m.refine_many(centres - nominal[i], centres - nominal[j], win, iters=1, workers=1)
+        small.extend(fine.snr.tolist())
+    def level(v):
+        v = np.asarray(v, float)
+        return float(max(5.0, 1.25 * np.max(v[np.isfinite(v)])))
+    return level(coarse), level(small)
+
+
+def _fine_window(rect, window) -> tuple[int, int]:
+    """(width, height) of the small windows of an overlap: across the strip
+    the largest power of two within 80 % of it (16 to 128 px), along it
+    twice that (within the strip); ``window`` makes them square."""
+    if window:
+        return int(window), int(window)
+    ow, oh = rect[2] - rect[0], rect[3] - rect[1]
+    across = min(128, _pow2_at_most(0.8 * min(ow, oh)))
+    along = int(min(2 * across, _pow2_at_most(max(ow, oh) / 2, across)))
+    return (along, across) if ow >= oh else (across, along)
 
 
 def _overlap_fits(result: PlacementResult, overlaps) -> list[OverlapFit]:
     by_pair = {(p.t, p.t_): p for p in result.pairs}
     out = []
     for t, t_, info in overlaps:
-        pf = by_pair.get((t, t_))
+        pf = by_pair.get((t, t_), by_pair.get((t_, t)))
         out.append(OverlapFit(t, t_, np.asarray(info["nominal"], float),
                               np.asarray(info["found"], float), info["windows"], info["kept"],
                               info["snr"], float(pf.rms) if pf is not None else float("nan")))
