@@ -15,6 +15,8 @@ arrays; none keeps state.  The compiled loops release the GIL, so
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from . import _spectral
@@ -29,6 +31,7 @@ __all__ = ["backend", "apodize_windows", "weigh_cross_power", "surface_stats", "
 
 # reassociation lets sums vectorize; no "nnan"/"ninf": inputs may be zero
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+_SPLINE_ORDER = 5
 
 
 def backend() -> str:
@@ -43,7 +46,11 @@ def _apodize_numpy(img, origins, fill, apod, out):
     x0, y0 = origins[:, 0], origins[:, 1]
     for k in range(len(x0)):
         _cut(img, int(x0[k]), int(y0[k]), w, h, fill, out[k])
-    flat = out.reshape(len(x0), -1)
+    return _apodize_numpy_cut(out, apod)
+
+
+def _apodize_numpy_cut(out, apod):
+    flat = out.reshape(len(out), -1)
     wf = apod.reshape(-1)
     w_sum, _ = _spectral._window_sums(apod.shape)
     mean = (flat @ wf) / w_sum
@@ -51,6 +58,46 @@ def _apodize_numpy(img, origins, fill, apod, out):
     flat *= wf
     energy = np.vecdot(flat, flat).astype(np.float64)
     return mean.astype(np.float64), energy
+
+
+def _apodize_spline(img, origins, fill, apod, out, order=_SPLINE_ORDER):
+    """Windows sampled at fractional origins by spline interpolation of
+    order ``order``: the spline coefficients of the window and a margin,
+    then, since the fraction is the same for every pixel of a window, one
+    short constant filter per axis."""
+    import scipy.ndimage
+
+    h, w = apod.shape
+    m = 2 * order + 2  # the prefilter's reach is negligible past this
+    for k, (x, y) in enumerate(origins):
+        ox, oy = int(np.floor(x)), int(np.floor(y))
+        region = _cut(img, ox - m, oy - m, w + 2 * m, h + 2 * m, fill).astype(np.float64)
+        coef = scipy.ndimage.spline_filter(region, order=order, mode="mirror")
+        taps, wx = _spline_taps(x - ox, order)
+        _, wy = _spline_taps(y - oy, order)
+        rows = sum(c * coef[:, m + t:m + t + w] for t, c in zip(taps, wx))
+        out[k] = sum(c * rows[m + t:m + t + h] for t, c in zip(taps, wy))
+    return _apodize_numpy_cut(out, apod)
+
+
+@lru_cache(maxsize=4096)
+def _spline_taps_cached(frac: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    import scipy.ndimage
+
+    n = 4 * order + 8
+    delta = np.zeros(n)
+    delta[n // 2] = 1.0
+    # value at n/2 + frac of the spline whose coefficients are delta[j - t]
+    resp = scipy.ndimage.shift(delta, -frac, order=order, prefilter=False, mode="constant")
+    taps = np.arange(-order, order + 1)
+    weights = resp[n // 2 - taps]
+    keep = np.abs(weights) > 0
+    return taps[keep], weights[keep]
+
+
+def _spline_taps(frac: float, order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets ``t`` and weights ``c`` with ``f(i + frac) = sum c f_coef(i + t)``."""
+    return _spline_taps_cached(round(float(frac), 12), order)
 
 
 def _weigh_numpy(s1, s2, exponent, noise_floor, dead):
@@ -273,13 +320,16 @@ if numba is not None:
 # ---------------------------------------------------------------- public API
 
 def apodize_windows(img: np.ndarray, origins: np.ndarray, fill: float,
-                    apod: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Cut, mean-subtract and apodize a stack of integer windows.
+                    apod: np.ndarray, out: np.ndarray, *, interpolate: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Cut, mean-subtract and apodize a stack of windows.
 
     Window ``k`` covers ``img[y0:y0+H, x0:x0+W]`` with ``(x0, y0) =
-    origins[k]``; pixels off the image take ``fill``.  ``out[k]`` receives
-    ``(x - m) * apod`` with ``m`` the apodization-weighted mean (see
-    :func:`spectralign._spectral.apodize_stack`).
+    origins[k]``; pixels off the image take ``fill``.  With ``interpolate``
+    the origins may be fractional and the window is sampled there by quintic
+    spline interpolation (scipy.ndimage, with its prefilter); else they are
+    whole pixels.  ``out[k]`` receives ``(x - m) * apod`` with ``m`` the
+    apodization-weighted mean (see :func:`spectralign._spectral.apodize_stack`).
 
     Returns
     -------
@@ -292,13 +342,18 @@ def apodize_windows(img: np.ndarray, origins: np.ndarray, fill: float,
     WindowOutsideImageError
         If a window does not meet the image at all.
     """
+    h, w = apod.shape
+    if interpolate:
+        origins = np.ascontiguousarray(origins, dtype=np.float64)
+        for x, y in origins:  # _cut raises too, but with the margin in the numbers
+            _check_overlap(img.shape, int(np.floor(x)), int(np.floor(y)), w, h)
+        return _apodize_spline(img, origins, fill, apod, out)
     origins = np.ascontiguousarray(origins, dtype=np.int64)
     if numba is None:
         return _apodize_numpy(img, origins, fill, apod, out)
     w_sum, _ = _spectral._window_sums(apod.shape)
     mean, energy, k = _apodize_numba(img, origins, float(fill), apod, out, w_sum)
     if k >= 0:  # window k is off the image
-        h, w = apod.shape
         _check_overlap(img.shape, int(origins[k, 0]), int(origins[k, 1]), w, h)
     return mean, energy
 

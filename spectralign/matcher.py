@@ -251,7 +251,7 @@ class Matcher:
                 f"noise_floor={self.noise_floor})")
 
     def refine(self, p: Any, p_: Any, size: Any, iters: int = 1,
-               tolerance: float = 0) -> Match:
+               tolerance: float = 0, *, interpolate: bool = False) -> Match:
         """Refine one pair of putatively matching points.
 
         Parameters
@@ -266,6 +266,16 @@ class Matcher:
             Maximum number of iterations.
         tolerance : float
             Stop early once an iteration's shift is shorter than this (px).
+        interpolate : bool
+            Cut the windows at the exact subpixel points (quintic spline
+            interpolation) instead of the nearest whole pixels.  Windows
+            cut at whole pixels share their apodization envelope, which
+            pulls the estimate of a fractional offset towards the whole
+            pixel by a few percent of the fraction on small windows (about
+            0.07 px at a 0.9 px fraction on 64 px windows; 0.01 px on 256
+            px windows); interpolated windows converge onto the offset
+            itself (within 0.01 px there), at the cost of a spline filter
+            per window.  Use it for the last iterations of small windows.
 
         Returns
         -------
@@ -279,10 +289,12 @@ class Matcher:
         """
         p = parse_point(p, "p")
         p_ = parse_point(p_, "p_")
-        return self.refine_many(p[None], p_[None], size, iters, tolerance, workers=1)[0]
+        return self.refine_many(p[None], p_[None], size, iters, tolerance, workers=1,
+                                interpolate=interpolate)[0]
 
     def refine_many(self, p: Any, p_: Any, size: Any, iters: int = 1,
-                    tolerance: float = 0, *, workers: int | None = None) -> Matches:
+                    tolerance: float = 0, *, workers: int | None = None,
+                    interpolate: bool = False) -> Matches:
         """Refine many point pairs of this image pair in one call.
 
         Windows are stacked and transformed in batches, and batches run on
@@ -293,7 +305,7 @@ class Matcher:
         ----------
         p, p_ : (N, 2) array_like
             Points ``(x, y)`` in the first and second image.
-        size, iters, tolerance
+        size, iters, tolerance, interpolate
             As in :meth:`refine`.
         workers : int, optional
             Threads to use (default: the number of CPUs available).
@@ -321,7 +333,7 @@ class Matcher:
 
         def run(start: int) -> tuple:
             return self._refine_chunk(P[start:start + chunk], P_[start:start + chunk],
-                                      (w, h), chunk, iters, float(tolerance))
+                                      (w, h), chunk, iters, float(tolerance), bool(interpolate))
 
         if workers == 1:
             parts = [run(s) for s in starts]
@@ -334,7 +346,7 @@ class Matcher:
         return Matches(*cat)
 
     def _refine_chunk(self, P: np.ndarray, P_: np.ndarray, size: tuple[int, int],
-                      batch: int, iters: int, tolerance: float) -> tuple:
+                      batch: int, iters: int, tolerance: float, interpolate: bool = False) -> tuple:
         """Refine up to ``batch`` pairs; the FFT plan always has ``batch`` slots."""
         from . import _kernels  # imports numba: only where matching happens
 
@@ -358,11 +370,15 @@ class Matcher:
             real[n:batch].fill(0)
             real[batch + n:].fill(0)
         for k in range(iters):
-            o1 = np.floor(P - half + 0.5).astype(np.int64)
-            o2 = np.floor(P_ - half + 0.5).astype(np.int64)
-            m1, e1 = _kernels.apodize_windows(img1, o1, self._fill[0], apod, real[:n])
+            if interpolate:  # windows centred exactly on the points
+                o1, o2 = P - half, P_ - half
+            else:
+                o1 = np.floor(P - half + 0.5).astype(np.int64)
+                o2 = np.floor(P_ - half + 0.5).astype(np.int64)
+            m1, e1 = _kernels.apodize_windows(img1, o1, self._fill[0], apod, real[:n],
+                                              interpolate=interpolate)
             m2, e2 = _kernels.apodize_windows(img2, o2, self._fill[1], apod,
-                                              real[batch:batch + n])
+                                              real[batch:batch + n], interpolate=interpolate)
             dead[:n] = (_spectral.textureless_windows(m1, e1, w_sq)
                         | _spectral.textureless_windows(m2, e2, w_sq))
             plan.forward()

@@ -597,7 +597,10 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
     centres = _fine_points(rect_f, nwin, win)
     P = centres - pa
     P_ = centres - (pa + found)
-    fine = m.refine_many(P, P_, win, iters=3, tolerance=0.02, workers=1)
+    fine = m.refine_many(P, P_, win, iters=2, tolerance=0.05, workers=1)
+    # windows at the exact subpixel points: free of the whole-pixel pull
+    fine = m.refine_many(fine.p, fine.p_, win, iters=2, tolerance=0.01, workers=1,
+                         interpolate=True)
     # keep windows that are significant and agree with the coarse offset
     agree = np.hypot(*((fine.p - fine.p_) - found).T) < max(3.0, 0.1 * min(win))
     keep = (fine.snr >= thresholds[1]) & agree & np.isfinite(fine.snr)
