@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .datasets import stitch2d_grid
+from .errors import SpectralignError
 from .matcher import Matcher
 from .placement import Placement
 from .renderer import Renderer
@@ -72,10 +75,124 @@ def _example(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected ROWSxCOLS such as 4x6, got {text!r}") from None
+    if rows < 1 or cols < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1x1, got {text!r}")
+    return rows, cols
+
+
+def _overlap(text: str) -> float | tuple[float, float]:
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction such as 0.15, or X,Y such as 0.2,0.1; got {text!r}") from None
+    if len(parts) not in (1, 2) or not all(0 <= v < 1 for v in parts):
+        raise argparse.ArgumentTypeError(f"expected fractions in [0, 1), got {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def _tiles_arg(values: list[str]) -> str | list[str]:
+    """One argument may be a glob pattern or folder; several are files."""
+    return values[0] if len(values) == 1 else values
+
+
+def _render_with_progress(renderer: Renderer, out: str, overwrite: bool, resume: bool,
+                          quiet: bool) -> None:
+    from dask.diagnostics import ProgressBar
+
+    if quiet:
+        renderer.to_zarr(out, overwrite=overwrite, resume=resume)
+        return
+    print(f"rendering {renderer.shape[1]} x {renderer.shape[0]} px to {out}", flush=True)
+    with ProgressBar(dt=0.5):
+        renderer.to_zarr(out, overwrite=overwrite, resume=resume)
+
+
+def _progress(quiet: bool, desc: str = "matching overlaps"):
+    if quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    return lambda it: tqdm(it, desc=desc, unit="pair")
+
+
+def _stitch(args: argparse.Namespace) -> int:
+    """Stitch a grid of tiles into an OME-Zarr montage.
+
+    Writes OUT (OME-Zarr), and beside it OUT's name with .json (positions,
+    transforms and the quality of every overlap) and
+    TileConfiguration.registered.txt (Fiji), and prints a quality report.
+    """
+    import warnings
+
+    from .montage import stitch_grid
+
+    tiles = _tiles_arg(args.tiles)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        montage = stitch_grid(tiles, grid=args.grid, overlap=args.overlap, layout=args.layout,
+                              major=args.major, flip=(args.flip_x, args.flip_y),
+                              positions=args.positions, model=args.model,
+                              progress=_progress(args.quiet))
+    out = Path(args.output)
+    stem = out.name[:-len(".ome.zarr")] if out.name.endswith(".ome.zarr") else out.stem
+    json_path = out.with_name(stem + ".json")
+    tc_path = out.with_name("TileConfiguration.registered.txt") if args.tileconfig is None \
+        else Path(args.tileconfig)
+    if not args.quiet:
+        print(montage.report())
+    _render_with_progress(montage.renderer(blend=args.blend), str(out), args.overwrite,
+                          args.resume, args.quiet)
+    montage.to_json(json_path)
+    montage.write_tileconfig(tc_path)
+    if args.plots:
+        try:
+            files = montage.plot(args.plots)
+        except ImportError:
+            print("spectralign: --plots needs matplotlib: pip install matplotlib",
+                  file=sys.stderr)
+            return 2
+        if not args.quiet:
+            print(f"wrote {len(files)} picture(s) to {args.plots}")
+    if not args.quiet:
+        print(f"wrote {out}, {json_path.name} and {tc_path.name}")
+    return 1 if caught and args.strict else 0
+
+
+def _align_stack(args: argparse.Namespace) -> int:
+    """Align a stack of serial sections and write the aligned (z, y, x) volume."""
+    from .stack import align_stack
+
+    stack = align_stack(_tiles_arg(args.sections), model=args.model, grid=args.windows,
+                        progress=_progress(args.quiet, "aligning sections"))
+    out = Path(args.output)
+    if not args.quiet:
+        res = stack.placement
+        print(f"{len(stack.sections)} sections: residuals RMS {res.rms:.3f} px, max "
+              f"{res.max:.3f} px, {res.ndropped} window(s) dropped; weakest pair SNR "
+              f"{np.nanmin(stack.snr):.1f}")
+    _render_with_progress(stack.renderer(), str(out), args.overwrite, args.resume, args.quiet)
+    stem = out.name[:-len(".ome.zarr")] if out.name.endswith(".ome.zarr") else out.stem
+    json_path = out.with_name(stem + ".json")
+    json_path.write_text(json.dumps(
+        {"sections": [{"name": n, "transform": np.asarray(stack.transforms[z].matrix).tolist()}
+                      for z, n in enumerate(stack.names)]}, indent=1))
+    if not args.quiet:
+        print(f"wrote {out} and {json_path.name}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spectralign",
-        description="Spectral stitching of microscopy tiles and serial sections.")
+        description="Spectral stitching of microscopy tiles and serial sections. "
+                    "Run without a command to see the shipped example work.")
     parser.add_argument("--version", action="version", version=f"spectralign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     ex = sub.add_parser("example", help="match, place and render the real SEM grid shipped with spectralign",
@@ -85,16 +202,75 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--overwrite", action="store_true",
                     help="replace an earlier montage at --output")
     ex.set_defaults(func=_example)
+
+    st = sub.add_parser(
+        "stitch", help="stitch a grid of tiles into an OME-Zarr montage",
+        description=_stitch.__doc__,
+        epilog="example: spectralign stitch 'tiles/*.tif' --grid 4x6 --overlap 0.15 "
+               "--layout snake -o montage.ome.zarr",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    st.add_argument("tiles", nargs="+", metavar="TILES",
+                    help="tile files in acquisition order, or one quoted glob pattern or "
+                         "folder (sorted naturally: t2 before t10)")
+    st.add_argument("--grid", type=_grid, metavar="ROWSxCOLS",
+                    help="layout of the grid, e.g. 4x6 (or give --positions)")
+    st.add_argument("--overlap", type=_overlap, default=0.15, metavar="F[,FY]",
+                    help="nominal overlap fraction, one or x,y (default 0.15)")
+    st.add_argument("--layout", choices=("raster", "snake"), default="raster",
+                    help="acquisition order within the grid (default raster)")
+    st.add_argument("--major", choices=("row", "col"), default="row",
+                    help="rows first or columns first (default row)")
+    st.add_argument("--flip-x", action="store_true", help="columns run right to left")
+    st.add_argument("--flip-y", action="store_true", help="rows run bottom to top")
+    st.add_argument("--positions", metavar="TILECONFIG",
+                    help="stage positions from a Fiji TileConfiguration.txt instead of --grid")
+    st.add_argument("--model", choices=("translation", "euclidean", "similarity", "affine"),
+                    default="translation", help="placement model (default translation)")
+    st.add_argument("--blend", type=float, default=None,
+                    help="feather width in px (default: a quarter of the overlap)")
+    st.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr",
+                    help="the montage to write (OME-Zarr)")
+    st.add_argument("--tileconfig", default=None, metavar="PATH",
+                    help="where to write the registered TileConfiguration (default: beside OUT)")
+    st.add_argument("--plots", default=None, metavar="FOLDER",
+                    help="also save quality pictures (PNG) there; needs matplotlib")
+    st.add_argument("--overwrite", action="store_true", help="replace an earlier montage at OUT")
+    st.add_argument("--resume", action="store_true", help="finish an interrupted render of OUT")
+    st.add_argument("--strict", action="store_true",
+                    help="exit with status 1 when a warning was raised (e.g. unmatched tiles)")
+    st.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    st.set_defaults(func=_stitch)
+
+    al = sub.add_parser("align-stack", help="align serial sections into an OME-Zarr volume",
+                        description=_align_stack.__doc__)
+    al.add_argument("sections", nargs="+", metavar="SECTIONS",
+                    help="section images in order, or one quoted glob pattern or folder")
+    al.add_argument("--model", choices=("translation", "euclidean", "similarity", "affine"),
+                    default="euclidean", help="section model (default euclidean: rotation and "
+                                              "translation)")
+    al.add_argument("--windows", type=int, default=4,
+                    help="windows per side of the grid matched between sections (default 4)")
+    al.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr")
+    al.add_argument("--overwrite", action="store_true")
+    al.add_argument("--resume", action="store_true")
+    al.add_argument("-q", "--quiet", action="store_true")
+    al.set_defaults(func=_align_stack)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (2 for bad input)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["example"])
-    return args.func(args)
+    if args.command == "stitch" and args.grid is None and args.positions is None:
+        parser.error("stitch needs --grid ROWSxCOLS or --positions TILECONFIG")
+    try:
+        return args.func(args)
+    except (SpectralignError, FileExistsError, FileNotFoundError) as exc:
+        print(f"spectralign: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -262,7 +262,8 @@ class Montage:
         """
         from .renderer import Renderer
 
-        options.setdefault("blend", self._default_blend())
+        if options.get("blend") is None:
+            options["blend"] = self._default_blend()
         if self.placement.model == "translation":
             ren = Renderer(rigid=self.positions, tilesize=self.tilesize, **options)
         else:

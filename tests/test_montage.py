@@ -1,0 +1,237 @@
+"""Grid montages end to end: stitch_grid, TileConfiguration, the command line."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import tifffile
+import zarr
+
+import spectralign
+from spectralign import cli
+from spectralign.datasets import stitch2d_grid, synthetic_grid
+from spectralign.errors import LayoutError, NoTilesError, SpectralignWarning, TileConfigError
+from spectralign.montage import grid_positions
+
+from conftest import shared
+
+
+def ncc(a, b):
+    a, b = a - a.mean(), b - b.mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+
+def overlap_ncc(grid, pos, t, t_):
+    """Normalized cross-correlation of two tiles over their overlap at ``pos``
+    (whole-pixel offsets)."""
+    a, b = np.asarray(grid.tiles[t]), np.asarray(grid.tiles[t_])
+    dx, dy = np.round(pos[t_] - pos[t]).astype(int)
+    h, w = a.shape
+    ya, yb = max(0, dy), min(h, h + dy)
+    xa, xb = max(0, dx), min(w, w + dx)
+    return ncc(a[ya:yb, xa:xb], b[ya - dy:yb - dy, xa - dx:xb - dx])
+
+
+def test_real_sem_grid_with_only_layout_and_overlap_guess():
+    grid = stitch2d_grid()
+    tiles = [grid.tiles[r, c] for r in range(grid.rows) for c in range(grid.cols)]
+    # a plain guess (the true overlaps are about 26 % in x and 10 % in y)
+    montage = spectralign.stitch_grid(tiles, grid=(grid.rows, grid.cols), overlap=0.15)
+    pos = montage.positions
+    offset = np.mean([pos[t] - grid.reference[t] for t in pos], axis=0)
+    err = [np.hypot(*(pos[t] - offset - grid.reference[t])) for t in pos]
+    assert max(err) < 2.0
+    assert montage.unmatched == []
+    # no seam: every neighbouring overlap correlates as well as at the reference
+    for t, t_ in (((0, 0), (0, 1)), ((0, 0), (1, 0)), ((1, 1), (2, 1))):
+        ours = overlap_ncc(grid, pos, t, t_)
+        assert ours > 0.7
+        assert ours >= overlap_ncc(grid, grid.reference, t, t_) - 0.02
+    report = montage.report()
+    assert "6 tiles" in report and "residuals" in report
+
+
+@pytest.fixture(scope="module")
+def sem_grid():
+    """10 x 10 grid of 512 px tiles at known subpixel positions, stage error
+    +-20 px, noise and vignetting, from the SEM texture (enlarged 4.5 x so
+    that a 10 x 10 grid fits)."""
+    img = tifffile.imread(shared("sem_texture", "retic.tif"))[:1024].astype(np.float64)
+    big = scipy.ndimage.zoom(img, 4.5, order=3)
+    return synthetic_grid(big, (10, 10), 512, 0.16, stage_error=20, noise=0.1,
+                          vignetting=0.2, seed=1)
+
+
+def position_errors(montage, synth):
+    rows, cols = synth.grid
+    pos = np.array([montage.positions[r, c] for r in range(rows) for c in range(cols)])
+    err = pos - synth.truth
+    err -= err.mean(axis=0)  # the global offset is free
+    return np.hypot(err[:, 0], err[:, 1])
+
+
+def test_synthetic_10x10_grid_is_placed_to_a_tenth_of_a_pixel(sem_grid):
+    montage = spectralign.stitch_grid(sem_grid.tiles, grid=(10, 10), overlap=0.16)
+    err = position_errors(montage, sem_grid)
+    assert np.sqrt(np.mean(err ** 2)) <= 0.1
+    assert err.max() <= 0.5
+    assert montage.placement.ndropped == 0
+
+
+def test_synthetic_he_grid(he_slide):
+    tissue = scipy.ndimage.zoom(he_slide[512:, 768:1792].astype(np.float64), 2, order=3)
+    synth = synthetic_grid(tissue, (10, 4), 512, 0.16, stage_error=20, noise=0.1,
+                           vignetting=0.2, seed=2)
+    montage = spectralign.stitch_grid(synth.tiles, grid=(10, 4), overlap=0.16)
+    err = position_errors(montage, synth)
+    assert np.sqrt(np.mean(err ** 2)) <= 0.1
+    assert err.max() <= 0.5
+
+
+def test_stage_positions_as_dict_and_tileconfiguration(tmp_path, sem_grid):
+    # a 3 x 3 corner of the grid, with the stage positions given instead of a layout
+    keep = [r * 10 + c for r in range(3) for c in range(3)]
+    tiles = [sem_grid.tiles[k] for k in keep]
+    stage = {i: sem_grid.nominal[k] for i, k in enumerate(keep)}
+    by_dict = spectralign.stitch_grid(tiles, positions=stage)
+    files = []
+    for i, tile in enumerate(tiles):
+        files.append(tmp_path / f"t{i}.tif")
+        tifffile.imwrite(files[-1], tile)
+    tc = spectralign.write_tileconfig(tmp_path / "TileConfiguration.txt",
+                                      {f"t{i}.tif": stage[i] for i in range(9)})
+    by_file = spectralign.stitch_grid(str(tmp_path / "t*.tif"), positions=tc)
+    for i, k in enumerate(keep):
+        truth = sem_grid.truth[k] - sem_grid.truth[keep[0]]
+        np.testing.assert_allclose(by_dict.positions[i] - by_dict.positions[0], truth, atol=0.3)
+        np.testing.assert_allclose(by_file.positions[i], by_dict.positions[i], atol=1e-6)
+
+
+def test_montage_writes_ome_zarr_json_and_registered_tileconfig(tmp_path):
+    grid = stitch2d_grid()
+    tiles = [grid.tiles[r, c] for r in range(grid.rows) for c in range(grid.cols)]
+    montage = spectralign.stitch_grid(tiles, grid=(3, 2), overlap=(0.23, 0.12))
+    out = montage.to_zarr(tmp_path / "m.ome.zarr", chunk=256)
+    canvas = zarr.open_group(out, mode="r")["0"][:]
+    np.testing.assert_array_equal(canvas, montage.renderer(chunk=256).image)
+    doc = json.loads(montage.to_json(tmp_path / "m.json"))
+    assert len(doc["tiles"]) == 6 and doc["tiles"][0]["cell"] == [0, 0]
+    entries = spectralign.read_tileconfig(montage.write_tileconfig(tmp_path / "TC.txt"))
+    for e, t in zip(entries, montage.tiles):
+        assert e.file == montage.names[t]
+        np.testing.assert_allclose(e.position, montage.positions[t])
+
+
+def test_quality_pictures(tmp_path):
+    pytest.importorskip("matplotlib")
+    grid = stitch2d_grid()
+    tiles = [grid.tiles[r, c] for r in range(grid.rows) for c in range(grid.cols)]
+    montage = spectralign.stitch_grid(tiles, grid=(3, 2), overlap=(0.23, 0.12))
+    files = montage.plot(tmp_path / "plots", n=2)
+    assert [f.name for f in files] == ["overlaps.png", "worst_1.png", "worst_2.png"]
+    assert all(f.stat().st_size > 1000 for f in files)
+
+
+# -- layouts ---------------------------------------------------------------
+
+def test_grid_layouts():
+    def cells(**kw):
+        return grid_positions(6, (2, 3), (100, 100), 0.1, **kw)[0]
+    assert cells() == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert cells(layout="snake") == [(0, 0), (0, 1), (0, 2), (1, 2), (1, 1), (1, 0)]
+    assert cells(major="col") == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
+    assert cells(major="col", layout="snake") == [(0, 0), (1, 0), (1, 1), (0, 1), (0, 2), (1, 2)]
+    assert cells(flip=(True, False))[0] == (0, 2)
+    assert cells(flip=(False, True))[0] == (1, 0)
+    _, pos = grid_positions(6, (2, 3), (100, 50), (0.1, 0.2))
+    np.testing.assert_allclose(pos[4], (90, 40))
+
+
+def test_snake_layout_is_stitched_like_raster(sem_grid):
+    order = [0, 1, 2, 12, 11, 10]  # a 2 x 3 corner acquired as a snake
+    tiles = [sem_grid.tiles[k] for k in order]
+    montage = spectralign.stitch_grid(tiles, grid=(2, 3), overlap=0.16, layout="snake")
+    for k in order:
+        r, c = divmod(k, 10)
+        truth = sem_grid.truth[k] - sem_grid.truth[0]
+        np.testing.assert_allclose(montage.positions[r, c] - montage.positions[0, 0], truth,
+                                   atol=0.3)
+
+
+# -- bad input -----------------------------------------------------------------
+
+def test_glob_that_matches_nothing(tmp_path):
+    with pytest.raises(NoTilesError, match="no_such"):
+        spectralign.stitch_grid(str(tmp_path / "no_such_*.tif"), grid=(2, 2))
+
+
+def test_layout_that_does_not_match_the_tiles():
+    tiles = [np.zeros((64, 64), np.float32)] * 5
+    with pytest.raises(LayoutError, match="2 x 3 = 6 tiles.*Got 5"):
+        spectralign.stitch_grid(tiles, grid=(2, 3))
+    mixed = [np.zeros((64, 64), np.float32)] * 3 + [np.zeros((64, 80), np.float32)]
+    with pytest.raises(LayoutError, match="one size"):
+        spectralign.stitch_grid(mixed, grid=(2, 2))
+    with pytest.raises(LayoutError, match="grid="):
+        spectralign.stitch_grid(tiles)
+
+
+def test_tileconfiguration_syntax_error_names_the_line(tmp_path):
+    path = tmp_path / "TileConfiguration.txt"
+    path.write_text("# Define the number of dimensions we are working on\ndim = 2\n\n"
+                    "a.tif; ; (0.0, 0.0)\nb.tif; ; (1.0 2.0)\n")
+    with pytest.raises(TileConfigError, match="line 5"):
+        spectralign.read_tileconfig(path)
+    path.write_text("dim = 2\na.tif (0, 0)\n")
+    with pytest.raises(TileConfigError, match="line 2.*semicolons"):
+        spectralign.read_tileconfig(path)
+    path.write_text("dim = 3\na.tif; 2; (0, 1, 2)\n")
+    (entry,) = spectralign.read_tileconfig(path)
+    assert entry.series == 2 and entry.position.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_tile_without_an_overlapping_match_is_reported(sem_grid):
+    tiles = [sem_grid.tiles[k] for k in (0, 1, 2, 10, 11, 12)]
+    tiles[5] = np.full_like(tiles[5], float(np.mean(tiles[5])))  # a blank tile
+    with pytest.warns(SpectralignWarning, match="stage position only"):
+        montage = spectralign.stitch_grid(tiles, grid=(2, 3), overlap=0.16)
+    assert montage.unmatched == [(1, 2)]
+    assert "WARNING" in montage.report()
+    np.testing.assert_allclose(montage.positions[1, 2] - montage.positions[0, 0],
+                               sem_grid.nominal[12] - sem_grid.nominal[0], atol=25)
+
+
+# -- command line --------------------------------------------------------------
+
+def test_cli_stitch_writes_montage_json_and_tileconfig(tmp_path, capsys):
+    grid = stitch2d_grid()
+    for (r, c), img in grid.tiles.items():
+        tifffile.imwrite(tmp_path / f"tile_r{r}_c{c}.tif", (np.asarray(img) * 255).astype(np.uint8))
+    out = tmp_path / "out" / "m.ome.zarr"
+    out.parent.mkdir()
+    rc = cli.main(["stitch", str(tmp_path / "tile_*.tif"), "--grid", "3x2", "--overlap",
+                   "0.23,0.12", "-o", str(out), "-q"])
+    assert rc == 0
+    assert capsys.readouterr().out == ""
+    entries = spectralign.read_tileconfig(out.parent / "TileConfiguration.registered.txt")
+    pos = {e.file: e.position for e in entries}
+    found = pos["tile_r0_c1.tif"] - pos["tile_r0_c0.tif"]
+    np.testing.assert_allclose(found, grid.reference[0, 1] - grid.reference[0, 0], atol=2)
+    doc = json.loads((out.parent / "m.json").read_text())
+    assert doc["residual_rms"] < 1.5
+    assert zarr.open_group(out, mode="r")["0"].shape[0] > 442
+
+
+def test_cli_stitch_bad_input_says_what_to_fix(tmp_path, capsys):
+    rc = cli.main(["stitch", str(tmp_path / "*.tif"), "--grid", "2x2", "-o",
+                   str(tmp_path / "m.ome.zarr")])
+    assert rc == 2
+    assert "Expected tile files matching" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["stitch", "x.tif", "--grid", "2by2", "-o", "m.ome.zarr"])
+    assert exc.value.code == 2
+    assert "ROWSxCOLS" in capsys.readouterr().err
