@@ -223,7 +223,8 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--flip-x", action="store_true", help="columns run right to left")
     st.add_argument("--flip-y", action="store_true", help="rows run bottom to top")
     st.add_argument("--positions", metavar="TILECONFIG",
-                    help="stage positions from a Fiji TileConfiguration.txt instead of --grid")
+                    help="stage positions instead of --grid: a Fiji TileConfiguration.txt, "
+                         "or 'ome' to read them from the OME-TIFF tiles")
     st.add_argument("--model", choices=("translation", "euclidean", "similarity", "affine"),
                     default="translation", help="placement model (default translation)")
     st.add_argument("--blend", type=float, default=None,

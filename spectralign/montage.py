@@ -44,7 +44,8 @@ from .placement import Placement
 from .placement_result import PlacementResult
 from .tileconfig import read_tileconfig, write_tileconfig
 
-__all__ = ["stitch_grid", "Montage", "OverlapFit", "grid_positions", "natural_sorted"]
+__all__ = ["stitch_grid", "Montage", "OverlapFit", "grid_positions", "natural_sorted",
+           "ome_stage_positions"]
 
 _PRIOR_WEIGHT = 1e-6  # per anchor point; a match weighs 1
 _CACHE_TILES_MIN = 4
@@ -455,10 +456,11 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
         Acquisition order: ``"raster"`` or ``"snake"``, ``"row"`` or
         ``"col"``-major, and mirroring in x and/or y (see
         :func:`grid_positions`).
-    positions : dict or path, optional
+    positions : dict, path or "ome", optional
         Stage positions instead of a layout: ``{index or file name: (x,
-        y)}`` in pixels (top-left corners), or a Fiji
-        ``TileConfiguration.txt`` whose file names are the tiles'.
+        y)}`` in pixels (top-left corners), a Fiji ``TileConfiguration.txt``
+        whose file names are the tiles', or ``"ome"`` to read them from each
+        OME-TIFF tile's metadata (see :func:`ome_stage_positions`).
     model : str
         Placement model: ``"translation"`` (default), ``"euclidean"``,
         ``"similarity"`` or ``"affine"``.
@@ -509,7 +511,7 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
     size = (w, h)
     cells: list = []
     if positions is not None:
-        nominal = _stage_positions(positions, names)
+        nominal = _stage_positions(positions, names, sources)
         ids: list = list(range(len(sources)))
     else:
         if grid is None:
@@ -558,7 +560,60 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
                    cells=dict(zip(ids, cells)) if cells else {})
 
 
-def _stage_positions(positions: Any, names: list[str]) -> np.ndarray:
+_UNITS = {"m": 1e6, "mm": 1e3, "µm": 1.0, "um": 1.0, "\u00b5m": 1.0, "nm": 1e-3,
+          "pm": 1e-6, "Å": 1e-4}
+
+
+def ome_stage_positions(sources: Sequence[Any]) -> np.ndarray:
+    """Stage positions ``(x, y)`` in pixels from each OME-TIFF's metadata.
+
+    The first plane's ``PositionX`` / ``PositionY`` divided by the pixel's
+    ``PhysicalSizeX`` / ``PhysicalSizeY`` (units converted where they
+    differ).  Stage axes are taken to run with the image axes.
+
+    Raises
+    ------
+    LayoutError
+        If a tile is not an OME-TIFF with both positions and pixel sizes.
+    """
+    import xml.etree.ElementTree as ET
+
+    import tifffile
+
+    out = np.empty((len(sources), 2))
+    for k, src in enumerate(sources):
+        name = str(src)
+        try:
+            with tifffile.TiffFile(name) as tif:
+                xml = tif.ome_metadata
+        except (OSError, ValueError, TypeError) as exc:
+            raise LayoutError(f"Expected OME-TIFF tiles for positions='ome'. Could not read "
+                              f"{name!r}: {exc}") from None
+        if not xml:
+            raise LayoutError(f"Expected OME-TIFF tiles for positions='ome'. {name!r} has no "
+                              f"OME metadata; give positions= as a dict or TileConfiguration.")
+        root = ET.fromstring(xml)
+        pixels = next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
+        plane = next((e for e in root.iter() if e.tag.endswith("Plane")), None)
+        try:
+            px = []
+            for axis in ("X", "Y"):
+                size = float(pixels.get(f"PhysicalSize{axis}"))
+                pos = float(plane.get(f"Position{axis}"))
+                su = _UNITS[pixels.get(f"PhysicalSize{axis}Unit", "µm")]
+                pu = _UNITS[plane.get(f"Position{axis}Unit", "µm")]
+                px.append(pos * pu / (size * su))
+        except (AttributeError, TypeError, ValueError, KeyError):
+            raise LayoutError(f"Expected PositionX/PositionY and PhysicalSizeX/PhysicalSizeY in "
+                              f"the OME metadata of {name!r}. Got them incomplete or in unknown "
+                              f"units.") from None
+        out[k] = px
+    return out
+
+
+def _stage_positions(positions: Any, names: list[str], sources=None) -> np.ndarray:
+    if isinstance(positions, str) and positions == "ome":
+        return ome_stage_positions(sources)
     if isinstance(positions, (str, os.PathLike)):
         entries = read_tileconfig(positions)
         table = {os.path.basename(e.file): e.position[:2] for e in entries}

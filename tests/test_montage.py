@@ -235,3 +235,21 @@ def test_cli_stitch_bad_input_says_what_to_fix(tmp_path, capsys):
         cli.main(["stitch", "x.tif", "--grid", "2by2", "-o", "m.ome.zarr"])
     assert exc.value.code == 2
     assert "ROWSxCOLS" in capsys.readouterr().err
+
+
+def test_stage_positions_from_ome_tiff_metadata(tmp_path, sem_grid):
+    keep = [0, 1, 10, 11]
+    for i, k in enumerate(keep):  # stage in micrometres, 0.25 um pixels
+        x, y = sem_grid.nominal[k] * 0.25
+        tifffile.imwrite(tmp_path / f"t{i}.ome.tif", sem_grid.tiles[k], ome=True,
+                         metadata={"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25,
+                                   "Plane": {"PositionX": [x], "PositionY": [y]}})
+    montage = spectralign.stitch_grid(str(tmp_path / "t*.ome.tif"), positions="ome")
+    np.testing.assert_allclose(montage.nominal[3], sem_grid.nominal[11], atol=1e-9)
+    for i, k in enumerate(keep):
+        np.testing.assert_allclose(montage.positions[i] - montage.positions[0],
+                                   sem_grid.truth[k] - sem_grid.truth[0], atol=0.3)
+    tifffile.imwrite(tmp_path / "plain.tif", sem_grid.tiles[0])
+    with pytest.raises(LayoutError, match="no OME metadata"):
+        spectralign.stitch_grid([tmp_path / "plain.tif", tmp_path / "t1.ome.tif"],
+                                positions="ome")
