@@ -2,8 +2,8 @@
 # Create (or update) the isolated "peer" environment used by the benchmarks.
 #
 # The peer environment holds the packages our library is compared against:
-# the original GPL-licensed ``spectralign==0.2.0`` from PyPI and
-# scikit-image.  They are only ever imported from this separate virtual
+# the original GPL-licensed ``spectralign==0.2.0`` from PyPI,
+# scikit-image, and m2stitch (MIST's method) for the end-to-end benchmark.  They are only ever imported from this separate virtual
 # environment (see ``peer_worker.py``); none of their code is part of this
 # repository.
 #
@@ -12,7 +12,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ENV_DIR="$HERE/.peer-env"
-PACKAGES=(opencv-python-headless scikit-image numpy scipy)
+PACKAGES=(opencv-python-headless scikit-image numpy scipy m2stitch tifffile)
 # spectralign 0.2.0 declares a dependency on the GUI build "opencv-python";
 # it is installed without dependencies so that the headless build is the
 # only provider of the cv2 module (two OpenCV wheels in one environment
@@ -49,8 +49,8 @@ fi
 "$ENV_DIR/bin/python" -m pip install --quiet --no-deps "$ORIGINAL"
 "$ENV_DIR/bin/python" - <<'PY'
 import importlib.metadata as md
-import cv2, numpy, scipy, skimage, spectralign  # noqa: F401  (import check)
-for name in ("spectralign", "scikit-image", "opencv-python-headless", "numpy", "scipy"):
+import cv2, m2stitch, numpy, scipy, skimage, spectralign  # noqa: F401  (import check)
+for name in ("spectralign", "scikit-image", "opencv-python-headless", "numpy", "scipy", "m2stitch"):
     print(f"{name}=={md.version(name)}")
 PY
 echo "Peer environment ready: $ENV_DIR/bin/python"
