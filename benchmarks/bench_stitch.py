@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--stage-error", type=float, default=20.0,
                         help="uniform stage error, +- px per axis (default 20)")
     parser.add_argument("--scratch", default=None, help="folder for the tiles (default: temp)")
+    parser.add_argument("--skip-peer", action="store_true", help="run spectralign only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.scratch) as tmp:
         folder = Path(tmp)
@@ -132,7 +133,9 @@ def main() -> None:
                                           rms=float(np.sqrt((e ** 2).mean())), max=float(e.max()))
         print(f"spectralign stitch: {ours['seconds']:.1f} s, peak {ours['peak_mb']:.0f} MB, "
               f"RMS {rows['spectralign stitch']['rms']:.3f} px, max {e.max():.3f} px", flush=True)
-        if PEER_PYTHON.exists():
+        if args.skip_peer:
+            pass
+        elif PEER_PYTHON.exists():
             peer = run(PEER, PEER_PYTHON, folder, args.grid, args.tile, args.overlap)
             e = errors(peer["positions"], truth)
             rows["m2stitch"] = dict(seconds=peer["seconds"], peak_mb=peer["peak_mb"],

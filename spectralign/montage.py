@@ -28,7 +28,9 @@ import glob as _glob
 import json
 import os
 import re
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,23 +158,39 @@ def grid_positions(n: int, grid: tuple[int, int], tilesize: tuple[int, int],
     return cells, pos
 
 
+class _Sized:
+    """An iterator with a length, so that progress bars know the total."""
+
+    def __init__(self, it: Iterable, n: int):
+        self.it, self.n = it, n
+
+    def __iter__(self):
+        return iter(self.it)
+
+    def __len__(self) -> int:
+        return self.n
+
+
 class _TileCache:
-    """The few tiles that matching needs at once, as float Images."""
+    """The few tiles that matching needs at once, as float Images (thread-safe)."""
 
     def __init__(self, sources: Sequence[Any], size: int):
         self.sources, self.size = sources, max(size, _CACHE_TILES_MIN)
         self._images: OrderedDict[int, Image] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __getitem__(self, i: int) -> Image:
-        img = self._images.get(i)
-        if img is None:
-            src = self.sources[i]
-            img = src if isinstance(src, Image) else Image(src)
+        with self._lock:
+            img = self._images.get(i)
+            if img is not None:
+                self._images.move_to_end(i)
+                return img
+        src = self.sources[i]
+        img = src if isinstance(src, Image) else Image(src)  # read outside the lock
+        with self._lock:
             self._images[i] = img
             while len(self._images) > self.size:
                 self._images.popitem(last=False)
-        else:
-            self._images.move_to_end(i)
         return img
 
 
@@ -437,6 +455,7 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
                 positions: Mapping | str | os.PathLike | None = None,
                 model: str = "translation", windows: int = 5, window: int | None = None,
                 min_overlap: float = 16, snr_threshold: float | None = None,
+                workers: int | None = None,
                 progress: Callable[[Iterable], Iterable] | bool | None = None) -> Montage:
     """Stitch a grid of tiles: match every overlap, place, report.
 
@@ -475,6 +494,9 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
     snr_threshold : float, optional
         SNR a small window must reach; default: learned from pairs of tiles
         that do not overlap (their best SNR, times 1.25).
+    workers : int, optional
+        Threads matching overlaps at once (default: the CPUs available);
+        the result does not depend on it.
     progress : bool or callable, optional
         True for a tqdm progress bar over the overlaps; or a function that
         wraps an iterable (e.g. ``tqdm.tqdm``).  Nothing is printed by
@@ -526,20 +548,28 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
         progress = lambda it: tqdm(it, desc="matching overlaps", unit="pair")  # noqa: E731
     wrap = progress or (lambda it: it)
     cols = grid[1] if grid is not None else int(np.sqrt(len(sources))) + 1
-    cache = _TileCache(sources, 2 * cols + 2)
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    workers = max(1, int(workers))
+    cache = _TileCache(sources, 2 * cols + 2 + 4 * workers)
     thresholds = ((float(snr_threshold),) * 2 if snr_threshold is not None
                   else _learn_threshold(cache, nominal, pairs, size, windows, window))
     pl = Placement()
     overlaps = []
     tied = set()
-    for i, j in wrap(pairs):
-        fit = _match_pair(cache, i, j, nominal, size, windows, window, thresholds)
-        if fit is not None:
-            p, p_, info = fit
-            if len(p):
-                pl.addmatches(ids[i], ids[j], p, p_)
-                tied.update((i, j))
-            overlaps.append((ids[i], ids[j], info))
+    def one(pair):
+        return _match_pair(cache, pair[0], pair[1], nominal, size, windows, window, thresholds)
+
+    if workers == 1:
+        fits = [one(pair) for pair in wrap(pairs)]
+    else:  # pairs in raster order over threads; results kept in pair order
+        with ThreadPoolExecutor(workers) as pool:
+            fits = list(wrap(_Sized(pool.map(one, pairs), len(pairs))))
+    for (i, j), (p, p_, info) in zip(pairs, fits):
+        if len(p):
+            pl.addmatches(ids[i], ids[j], p, p_)
+            tied.update((i, j))
+        overlaps.append((ids[i], ids[j], info))
     for k, t in enumerate(ids):  # faint stage priors: unmatched tiles stay put
         pl.addprior(t, tuple(nominal[k]), weight=_PRIOR_WEIGHT)
     unmatched = [ids[k] for k in range(len(ids)) if k not in tied]
