@@ -150,6 +150,7 @@ def _stitch(args: argparse.Namespace) -> int:
     _render_with_progress(montage.renderer(blend=args.blend), str(out), args.overwrite,
                           args.resume, args.quiet)
     montage.to_json(json_path)
+    montage.to_csv(json_path.with_suffix(".csv"))
     montage.write_tileconfig(tc_path)
     if args.plots:
         try:
@@ -161,7 +162,8 @@ def _stitch(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"wrote {len(files)} picture(s) to {args.plots}")
     if not args.quiet:
-        print(f"wrote {out}, {json_path.name} and {tc_path.name}")
+        print(f"wrote {out}, {json_path.name}, {json_path.with_suffix('.csv').name} and "
+              f"{tc_path.name}")
     return 1 if caught and args.strict else 0
 
 

@@ -363,6 +363,24 @@ class Montage:
             Path(path).write_text(text)
         return text
 
+    def to_csv(self, path: str | os.PathLike) -> Path:
+        """Positions and affine transforms as CSV, one row per tile:
+        ``name, row, col, x, y, a00, a01, a02, a10, a11, a12`` (the
+        tile-to-montage matrix ``[[a00, a01, a02], [a10, a11, a12]]``)."""
+        import csv
+
+        path = Path(path)
+        with path.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["name", "row", "col", "x", "y",
+                          "a00", "a01", "a02", "a10", "a11", "a12"])
+            for t in self.tiles:
+                cell = self.cells.get(t, ("", ""))
+                m = np.asarray(self.transforms[t].matrix).ravel()
+                out.writerow([self.names[t], *cell, *(repr(float(v)) for v in self.positions[t]),
+                              *(repr(float(v)) for v in m)])
+        return path
+
     def write_tileconfig(self, path: str | os.PathLike) -> Path:
         """Write the placed positions as a Fiji ``TileConfiguration.registered.txt``."""
         return write_tileconfig(path, {self.names[t]: self.positions[t] for t in self.tiles})

@@ -120,6 +120,12 @@ def test_montage_writes_ome_zarr_json_and_registered_tileconfig(tmp_path):
     np.testing.assert_array_equal(canvas, montage.renderer(chunk=256).image)
     doc = json.loads(montage.to_json(tmp_path / "m.json"))
     assert len(doc["tiles"]) == 6 and doc["tiles"][0]["cell"] == [0, 0]
+    import csv
+
+    rows = list(csv.DictReader(montage.to_csv(tmp_path / "m.csv").open()))
+    assert len(rows) == 6 and rows[3]["name"] == montage.names[1, 1]
+    np.testing.assert_allclose([float(rows[3]["x"]), float(rows[3]["a02"])],
+                               [montage.positions[1, 1][0]] * 2)
     entries = spectralign.read_tileconfig(montage.write_tileconfig(tmp_path / "TC.txt"))
     for e, t in zip(entries, montage.tiles):
         assert e.file == montage.names[t]
