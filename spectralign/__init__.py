@@ -36,7 +36,7 @@ from .matcher import Iteration, Match, Matcher, Matches
 from .placement import MODELS, Placement
 from .placement_result import DroppedMatch, PairFit, PlacementResult
 from .renderer import Renderer
-from .montage import Montage, OverlapFit, stitch_grid
+from .montage import Montage, OverlapFit, stitch_grid, stitch_sections
 from .stack import Stack, align_stack
 from .tileconfig import TileEntry, read_tileconfig, write_tileconfig
 from . import datasets
@@ -57,6 +57,7 @@ __all__ = [
     "DroppedMatch",
     "Renderer",
     "stitch_grid",
+    "stitch_sections",
     "Montage",
     "OverlapFit",
     "align_stack",

@@ -46,7 +46,7 @@ from .placement import Placement
 from .placement_result import PlacementResult
 from .tileconfig import read_tileconfig, write_tileconfig
 
-__all__ = ["stitch_grid", "Montage", "OverlapFit", "grid_positions", "natural_sorted",
+__all__ = ["stitch_grid", "stitch_sections", "Montage", "OverlapFit", "grid_positions", "natural_sorted",
            "ome_stage_positions"]
 
 _PRIOR_WEIGHT = 1e-6  # per anchor point; a match weighs 1
@@ -250,6 +250,9 @@ class Montage:
         Tiles that no kept window ties to a neighbour: placed by their
         stage position alone.
     tilesize : (width, height)
+    sections : list of lists, optional
+        For a stack of montaged sections: the tiles of each section, in
+        order; rendering then gives one z-level per section.
     """
 
     placement: PlacementResult
@@ -261,6 +264,7 @@ class Montage:
     unmatched: list
     tilesize: tuple[int, int]
     cells: dict = field(default_factory=dict)
+    sections: list | None = None
 
     @property
     def positions(self) -> dict[Hashable, np.ndarray]:
@@ -287,8 +291,11 @@ class Montage:
             ren = Renderer(rigid=self.positions, tilesize=self.tilesize, **options)
         else:
             ren = Renderer(affine=self.transforms, tilesize=self.tilesize, **options)
-        for t, src in self.tiles.items():
-            ren.render(t, src)
+        for z, level in enumerate(self.sections or [list(self.tiles)]):
+            if z:
+                ren.clear()  # one z-level per section
+            for t in level:
+                ren.render(t, self.tiles[t])
         return ren
 
     def to_zarr(self, path: str | os.PathLike, **options: Any) -> Path:
@@ -560,21 +567,97 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
                                         major=major, flip=flip)
         ids = list(cells)
     pairs = _pairs(nominal, size, min_overlap)
+    cols = grid[1] if grid is not None else int(np.sqrt(len(sources))) + 1
+    return _stitch(sources, names, ids, nominal, pairs, size, cells, model=model,
+                   windows=windows, window=window, snr_threshold=snr_threshold,
+                   workers=workers, progress=progress, cache_size=2 * cols + 2)
+
+
+def stitch_sections(sections: Sequence[Any], grid: tuple[int, int],
+                    overlap: float | tuple[float, float] = 0.15, *, layout: str = "raster",
+                    major: str = "row", flip: tuple[bool, bool] = (False, False),
+                    model: str = "translation", windows: int = 5, window: int | None = None,
+                    min_overlap: float = 16, snr_threshold: float | None = None,
+                    workers: int | None = None,
+                    progress: Callable[[Iterable], Iterable] | bool | None = None) -> Montage:
+    """Stitch a stack of montaged sections in one placement.
+
+    Every section is a grid of tiles with the same layout; tiles are
+    matched with their neighbours in the section (as in
+    :func:`stitch_grid`) and with the tile in the same grid cell of the next
+    section (a 3 x 3 grid of windows), and all of them are placed at once,
+    so each section's montage is both seamless and aligned to its
+    neighbours.  Tile ids are ``(z, row, col)``.
+
+    Parameters
+    ----------
+    sections : sequence
+        One entry per section, first section first: a glob pattern, folder
+        or sequence of tiles, as ``tiles`` in :func:`stitch_grid`.
+    grid, overlap, layout, major, flip, model, windows, window, min_overlap,
+    snr_threshold, workers, progress
+        As in :func:`stitch_grid`.
+
+    Returns
+    -------
+    Montage
+        With ``sections`` set: it renders one z-level per section, and
+        ``to_zarr`` writes a ``(z, y, x)`` volume.
+    """
+    if len(sections) < 1:
+        raise LayoutError("Expected at least one section. Got none.")
+    sources, names, ids, nominal, cells, levels = [], [], [], [], [], []
+    size = None
+    for z, tiles in enumerate(sections):
+        src, nm = _collect(tiles)
+        shapes = {_shape(t) for t in src}
+        if len(shapes) != 1 or (size is not None and (size[1], size[0]) not in shapes):
+            raise LayoutError(f"Expected tiles of one size in every section. Got sizes "
+                              f"(height, width) {sorted(shapes)} in section {z}.")
+        h, w = shapes.pop()
+        size = (w, h)
+        cl, pos = grid_positions(len(src), grid, size, overlap, layout=layout, major=major,
+                                 flip=flip)
+        level = [(z, r, c) for r, c in cl]
+        sources += src
+        names += nm
+        ids += level
+        nominal.append(pos)
+        cells += cl
+        levels.append(level)
+    nominal = np.vstack(nominal)
+    n = len(sources) // len(sections)
+    pairs = []
+    for z in range(len(sections)):
+        base = z * n
+        pairs += [(base + i, base + j) for i, j in _pairs(nominal[base:base + n], size,
+                                                          min_overlap)]
+        if z + 1 < len(sections):  # the same cell in the next section
+            pairs += [(base + k, base + n + k) for k in range(n)]
+    return _stitch(sources, names, ids, nominal, pairs, size, cells, model=model,
+                   windows=windows, window=window, snr_threshold=snr_threshold,
+                   workers=workers, progress=progress, cache_size=2 * n + 2 * grid[1] + 2,
+                   sections=levels)
+
+
+def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows, window,
+            snr_threshold, workers, progress, cache_size, sections=None) -> "Montage":
+    """Match ``pairs`` (indices into ``sources``), place, and make the Montage."""
     if progress is True:
         from tqdm.auto import tqdm
 
         progress = lambda it: tqdm(it, desc="matching overlaps", unit="pair")  # noqa: E731
     wrap = progress or (lambda it: it)
-    cols = grid[1] if grid is not None else int(np.sqrt(len(sources))) + 1
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     workers = max(1, int(workers))
-    cache = _TileCache(sources, 2 * cols + 2 + 4 * workers)
+    cache = _TileCache(sources, cache_size + 4 * workers)
     thresholds = ((float(snr_threshold),) * 2 if snr_threshold is not None
                   else _learn_threshold(cache, nominal, pairs, size, windows, window))
     pl = Placement()
     overlaps = []
     tied = set()
+
     def one(pair):
         return _match_pair(cache, pair[0], pair[1], nominal, size, windows, window, thresholds)
 
@@ -594,7 +677,7 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
     if unmatched:
         warnings.warn(f"{len(unmatched)} tile(s) have no kept match with a neighbour and are "
                       f"placed by stage position only: {unmatched[:10]!r}", SpectralignWarning,
-                      stacklevel=2)
+                      stacklevel=3)
     if not pl.nmatches:
         raise NoMatchesError(
             f"Expected matches between overlapping tiles. Got none in {len(pairs)} overlapping "
@@ -605,7 +688,7 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
     return Montage(placement=result, tiles=dict(zip(ids, sources)), names=dict(zip(ids, names)),
                    nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=fits,
                    snr_threshold=thresholds[1], unmatched=unmatched, tilesize=size,
-                   cells=dict(zip(ids, cells)) if cells else {})
+                   cells=dict(zip(ids, cells)) if cells else {}, sections=sections)
 
 
 _UNITS = {"m": 1e6, "mm": 1e3, "µm": 1.0, "um": 1.0, "\u00b5m": 1.0, "nm": 1e-3,
@@ -697,8 +780,16 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
     rect_f = _overlap(pa, pa + found, size)
     if rect_f is None:
         return np.zeros((0, 2)), np.zeros((0, 2)), info
-    win = _fine_window(rect_f, window)
-    centres = _fine_points(rect_f, nwin, win)
+    ow, oh = rect_f[2] - rect_f[0], rect_f[3] - rect_f[1]
+    if min(ow / size[0], oh / size[1]) > 0.5:  # tiles of neighbouring sections: a grid
+        side = min(256, _pow2_at_most(min(ow, oh) / 4))
+        win = (int(window or side),) * 2
+        gx = np.linspace(rect_f[0] + win[0], rect_f[2] - win[0], 3)
+        gy = np.linspace(rect_f[1] + win[1], rect_f[3] - win[1], 3)
+        centres = np.array([(x, y) for y in gy for x in gx])
+    else:
+        win = _fine_window(rect_f, window)
+        centres = _fine_points(rect_f, nwin, win)
     P = centres - pa
     P_ = centres - (pa + found)
     fine = m.refine_many(P, P_, win, iters=2, tolerance=0.05, workers=1)

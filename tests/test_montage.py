@@ -56,13 +56,17 @@ def test_real_sem_grid_with_only_layout_and_overlap_guess():
 
 
 @pytest.fixture(scope="module")
-def sem_grid():
-    """10 x 10 grid of 512 px tiles at known subpixel positions, stage error
-    +-20 px, noise and vignetting, from the SEM texture (enlarged 4.5 x so
-    that a 10 x 10 grid fits)."""
+def sem_big():
+    """The SEM texture enlarged 4.5 x, so that a 10 x 10 grid of 512 px fits."""
     img = tifffile.imread(shared("sem_texture", "retic.tif"))[:1024].astype(np.float64)
-    big = scipy.ndimage.zoom(img, 4.5, order=3)
-    return synthetic_grid(big, (10, 10), 512, 0.16, stage_error=20, noise=0.1,
+    return scipy.ndimage.zoom(img, 4.5, order=3)
+
+
+@pytest.fixture(scope="module")
+def sem_grid(sem_big):
+    """10 x 10 grid of 512 px tiles at known subpixel positions, stage error
+    +-20 px, noise and vignetting, from the SEM texture."""
+    return synthetic_grid(sem_big, (10, 10), 512, 0.16, stage_error=20, noise=0.1,
                           vignetting=0.2, seed=1)
 
 
@@ -259,3 +263,29 @@ def test_stage_positions_from_ome_tiff_metadata(tmp_path, sem_grid):
     with pytest.raises(LayoutError, match="no OME metadata"):
         spectralign.stitch_grid([tmp_path / "plain.tif", tmp_path / "t1.ome.tif"],
                                 positions="ome")
+
+
+def test_stack_of_montaged_sections_in_one_placement(tmp_path, sem_grid, sem_big):
+    # three sections, each a 2 x 2 grid cut from the same scene, every section
+    # moved by a known offset on top of the tiles' stage errors
+    base = [0, 1, 10, 11]
+    offsets = [np.array([0.0, 0.0]), np.array([3.4, -2.2]), np.array([-1.7, 4.9])]
+    big = sem_big
+    sections, truth = [], {}
+    for z, off in enumerate(offsets):
+        tiles = []
+        for k in base:
+            x, y = sem_grid.truth[k] + off + 40
+            crop = big[int(y) - 8:int(y) + 520, int(x) - 8:int(x) + 520]
+            fy, fx = y - int(y), x - int(x)
+            tiles.append(scipy.ndimage.shift(crop, (-fy, -fx), order=5)[8:520, 8:520]
+                         .astype(np.float32))
+            truth[(z,) + divmod(base.index(k), 2)] = np.array([x, y])
+        sections.append(tiles)
+    volume = spectralign.stitch_sections(sections, grid=(2, 2), overlap=0.16)
+    found = np.array([volume.positions[t] for t in truth])
+    err = found - np.array(list(truth.values()))
+    err -= err.mean(axis=0)
+    assert np.hypot(err[:, 0], err[:, 1]).max() < 0.2
+    out = volume.to_zarr(tmp_path / "v.ome.zarr", chunk=256)
+    assert zarr.open_group(out, mode="r")["0"].shape[0] == 3
