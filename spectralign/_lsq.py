@@ -337,6 +337,19 @@ def _bordered(a, b, weights, lu, wa_f, known_cols, free_cols, cmat, d):
     return h - h1 @ x_h - h2 @ lam, x_h
 
 
+def _with_linear_prior(a, rhs, w, s, target: np.ndarray, weight: np.ndarray):
+    """Append rows asking each affine tile's linear part to equal
+    ``target`` (T, 2, 2), with per-tile ``weight``."""
+    t = len(s)
+    rows = np.arange(2 * t)
+    cols = (3 * np.arange(t)[:, None] + np.arange(2)).ravel()  # theta_0, theta_1 per tile
+    extra = sp.csc_matrix((np.ones(2 * t), (rows, cols)), shape=(2 * t, a.shape[1]))
+    # theta_j (coordinate i) = L[i, j] s
+    goal = (target * s[:, None, None]).transpose(0, 2, 1).reshape(2 * t, 2)
+    return (sp.vstack([a, extra], format="csc"), np.vstack([rhs, goal]),
+            np.concatenate([w, np.repeat(weight, 2)]))
+
+
 def _mean_constraints(model: str, c: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows ``C`` and targets ``D`` asking for the mean linear part I and
     the mean translation 0 (of ``T(p) = L p + t``) in a model's parameters."""
@@ -366,8 +379,11 @@ def _mean_constraints(model: str, c: np.ndarray, s: np.ndarray) -> tuple[np.ndar
 
 
 def _solve_linear(model: str, system: System, c: np.ndarray, s: np.ndarray, pinned: np.ndarray,
-                  pinned_mats: np.ndarray, hub: int | None = None) -> np.ndarray:
+                  pinned_mats: np.ndarray, hub: int | None = None,
+                  prior: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     a, rhs, w = _design(model, system, c, s, None)
+    if prior is not None:  # affine only: pull each linear part towards prior[0]
+        a, rhs, w = _with_linear_prior(a, rhs, w, s, *prior)
     if hub is not None:
         cm, d = _mean_constraints(model, c, s)
         theta = _solve(a, rhs, w, _NPARAM[model], pinned, None, mean=(cm, d, hub))
@@ -378,7 +394,8 @@ def _solve_linear(model: str, system: System, c: np.ndarray, s: np.ndarray, pinn
 
 
 def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
-          pinned_mats: np.ndarray, hub: int | None = None) -> np.ndarray:
+          pinned_mats: np.ndarray, hub: int | None = None, regularize: float = 0.0
+          ) -> np.ndarray:
     """Least-squares matrices (T, 2, 3) for the given match weights.
 
     ``pinned`` tiles keep ``pinned_mats``.  With ``hub`` (and nothing
@@ -388,7 +405,11 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     it under tension (least squares in model space rewards tiles that
     shrink, and every tile but the pinned one can); for the translation
     and euclidean models, which cannot shrink, by pinning ``hub`` at the
-    identity.  Raises ``LinAlgError`` if the system is singular.
+    identity.  With ``regularize > 0`` (affine only) each tile's linear part
+    is also pulled towards that of the similarity solution, with weight
+    ``regularize`` times half the tile's number of points (the data's own
+    stiffness in the tile's normalized frame).  Raises ``LinAlgError`` if
+    the system is singular.
     """
     if hub is not None and (model in ("translation", "euclidean") or len(system.at)):
         pinned, pinned_mats, hub = np.array([hub]), np.eye(2, 3)[None], None
@@ -399,6 +420,11 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     else:
         c, s = frames(system, weights)
     k = _NPARAM[model]
+    if model == "affine" and regularize > 0:
+        sim = _solve_linear("similarity", used, c, s, pinned, pinned_mats, hub)
+        count = _point_moments(system, weights)[0]
+        prior = (sim[:, :, :2], regularize * count / 2)
+        return _solve_linear(model, used, c, s, pinned, pinned_mats, hub, prior)
     if model != "euclidean":
         return _solve_linear(model, used, c, s, pinned, pinned_mats, hub)
     # euclidean: start from the similarity solution's angles, then Gauss-Newton
@@ -473,7 +499,8 @@ def robust_scale(norms: np.ndarray) -> float:
 
 def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np.ndarray, *,
                  robust: bool, abs_threshold: float, rel_threshold: float,
-                 max_rounds: int = 60, hub: int | None = None) -> RobustFit:
+                 max_rounds: int = 60, hub: int | None = None,
+                 regularize: float = 0.0) -> RobustFit:
     """Least squares, then (if ``robust`` and some residual is too large)
     iterative rejection of bad matches.
 
@@ -491,7 +518,8 @@ def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np
     with the euclidean model, which cannot, and the rounds then go on with
     the model asked for.
     """
-    state = _Rounds(model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub)
+    state = _Rounds(model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub,
+                    regularize)
     state.solve(np.zeros(system.nmatches, bool))
     live = system.w > 0
     if not robust or not (state.norms[live] > state.threshold).any():
@@ -511,9 +539,11 @@ def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np
 class _Rounds:
     """The state of iterative rejection for one model."""
 
-    def __init__(self, model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub):
+    def __init__(self, model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub,
+                 regularize=0.0):
         self.model, self.system = model, system
         self.pinned, self.pinned_mats, self.hub = pinned, pinned_mats, hub
+        self.regularize = regularize
         self.abs_threshold, self.rel_threshold = abs_threshold, rel_threshold
         self.rounds = 0
         live = system.w > 0
@@ -523,7 +553,7 @@ class _Rounds:
         base = self.system.w
         self.dropped = dropped
         self.mats = solve(self.model, self.system, np.where(dropped, 0.0, base), self.pinned,
-                          self.pinned_mats, self.hub)
+                          self.pinned_mats, self.hub, self.regularize)
         self.res = residuals(self.mats, self.system)
         self.norms = np.hypot(self.res[:, 0], self.res[:, 1])
         self.sigma = robust_scale(self.norms[(base > 0) & ~dropped])

@@ -230,7 +230,7 @@ class Placement:
 
     def solve(self, model: str = "translation", *, fix: Hashable | None = None,
               robust: bool = True, abs_threshold: float = 2.0,
-              rel_threshold: float = 5.0) -> PlacementResult:
+              rel_threshold: float = 5.0, regularize: float = 0.0) -> PlacementResult:
         """Place every tile.
 
         Parameters
@@ -255,6 +255,15 @@ class Placement:
             Residuals (px) below this are never treated as errors.
         rel_threshold : float
             Residuals below this many ``sigma`` are never treated as errors.
+        regularize : float
+            Affine model only: pull each tile's linear part towards that of
+            the similarity solution (rotation and uniform scale), with this
+            weight relative to the tile's own matches (0.1 to 1 is
+            typical; 0, the default, is plain affine).  On large grids whose
+            tiles meet in narrow overlaps, the shear and anisotropic scale
+            of each tile are fitted mostly to match noise, and they add up
+            across the grid; this damps them.  It biases tiles that are
+            truly sheared towards a similarity, so leave it at 0 for those.
 
         Returns
         -------
@@ -280,6 +289,11 @@ class Placement:
         if model not in MODELS:
             hint = " ('rigid' here is rotation + translation: 'euclidean')" if model == "rigid" else ""
             raise ValueError(f"Expected a model in {MODELS}. Got {model!r} instead{hint}.")
+        if not regularize >= 0:
+            raise ValueError(f"Expected regularize >= 0. Got {regularize!r} instead.")
+        if regularize and model != "affine":
+            raise ValueError(f"Expected regularize only with the affine model. Got "
+                             f"regularize={regularize!r} with {model!r}.")
         if not abs_threshold >= 0 or not rel_threshold >= 0:
             raise ValueError(
                 f"Expected thresholds >= 0. Got abs_threshold={abs_threshold!r}, "
@@ -310,7 +324,7 @@ class Placement:
         try:
             fit = _lsq.robust_solve(model, system, pinned, pinned_mats, robust=robust,
                                     abs_threshold=abs_threshold, rel_threshold=rel_threshold,
-                                    hub=hub)
+                                    hub=hub, regularize=float(regularize))
         except np.linalg.LinAlgError as exc:
             raise SingularPlacementError(
                 f"The {model} placement has no unique solution ({exc}). Check for tiles "

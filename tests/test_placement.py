@@ -390,3 +390,53 @@ def test_large_grid_fit_does_not_depend_on_the_fixed_tile(model):
         assert (fixed.residual_norms ** 2).sum() == pytest.approx(cost, rel=2e-3)
     # no residual stands out from 0.1 px noise (a pile-up reaches 1 px and more)
     assert free.max < 6 * 0.1
+
+
+def _narrow_overlap_grid(n, rng, noise, *, sheared=False):
+    """Matches of an n x n grid of rotated and scaled 512 px tiles that meet
+    in 15 % overlaps, a 3 x 5 grid of windows in each (the original README's
+    affine recipe), and the true transforms."""
+    step = 0.85 * TILE
+    truth = {}
+    for r in range(n):
+        for c in range(n):
+            a = (Affine.translator((c * step + rng.normal(0, 5), r * step + rng.normal(0, 5)))
+                 @ Affine.rotator(rng.normal(0, 0.01), (256, 256))
+                 @ Affine.scaler(1 + rng.normal(0, 0.005), (256, 256)))
+            if sheared:
+                a = a @ Affine([[1, rng.normal(0, 0.01), 0], [0, 1, 0]])
+            truth[r, c] = a
+    pl = Placement()
+    ov = 0.15 * TILE
+    for (r, c), a in truth.items():
+        for dr, dc in ((0, 1), (1, 0)):
+            if (r + dr, c + dc) not in truth:
+                continue
+            b = truth[r + dr, c + dc]
+            xs = np.linspace(TILE - ov + 10, TILE - 10, 3) if dc else np.linspace(30, TILE - 30, 5)
+            ys = np.linspace(30, TILE - 30, 5) if dc else np.linspace(TILE - ov + 10, TILE - 10, 3)
+            p = np.array([(x, y) for x in xs for y in ys])
+            q = b.inverse()(a(p)) + rng.normal(0, noise, p.shape)
+            pl.addmatches((r, c), (r + dr, c + dc), p, q)
+    return pl, truth
+
+
+def _corner_rms(found, truth):
+    corners = np.array([[0, 0], [TILE, 0], [0, TILE], [TILE, TILE]], float)
+    est = np.vstack([found[t](corners) for t in truth])
+    tru = np.vstack([truth[t](corners) for t in truth])
+    x = np.column_stack([est, np.ones(len(est))])
+    g, *_ = np.linalg.lstsq(x, tru, rcond=None)  # the global (gauge) transform
+    return float(np.sqrt(((x @ g - tru) ** 2).sum(1).mean()))
+
+
+def test_regularized_affine_damps_noise_on_narrow_overlaps():
+    pl, truth = _narrow_overlap_grid(10, np.random.default_rng(31), noise=0.05)
+    plain = _corner_rms(pl.affine(), truth)
+    damped = _corner_rms(pl.affine(regularize=0.1), truth)
+    assert damped <= 0.1 and damped <= 0.5 * plain
+    # exact data of similarity tiles stay exact: the pull is towards them
+    pl, truth = _narrow_overlap_grid(4, np.random.default_rng(32), noise=0.0)
+    assert _corner_rms(pl.affine(regularize=0.5), truth) < 1e-6
+    with pytest.raises(ValueError, match="affine"):
+        pl.solve("similarity", regularize=0.1)
