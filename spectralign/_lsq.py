@@ -36,6 +36,7 @@ _DECOUPLED = {"translation": True, "affine": True, "similarity": False, "euclide
 
 _RAYLEIGH_MEDIAN = float(np.sqrt(2 * np.log(2)))  # median of |N(0, I_2)|
 _EUCLIDEAN_STEPS = 20
+_EUCLIDEAN_TOL = 1e-7  # px
 _APPLY_CHUNK = 1 << 18
 
 
@@ -431,15 +432,20 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     mats = _solve_linear("similarity", used, c, s, pinned, pinned_mats)
     theta = matrices_to_params("euclidean", mats, c, s)
     mats = params_to_matrices("euclidean", theta, c, s)
+    last = np.inf
     for _ in range(_EUCLIDEAN_STEPS):
         a, rhs, w = _design("euclidean", used, c, s, mats)
         step = _solve(a, rhs, w, k, pinned, np.zeros((len(pinned), k, 1)))
         theta[:, 0] += step[:, 0] / s[:, None]  # the angle step was scaled by s
         theta[:, 1:] += step[:, 1:]
         mats = params_to_matrices("euclidean", theta, c, s)
-        # angle steps are scaled by s, so both parts of the step are in px
-        if np.max(np.abs(step)) < 1e-10:
+        # angle steps are scaled by s, so both parts of the step are in px;
+        # stop when they are negligible or no longer shrink (the solver's
+        # rounding floor: Gauss-Newton converges quadratically before it)
+        size = float(np.max(np.abs(step)))
+        if size < _EUCLIDEAN_TOL or size > 0.5 * last:
             break
+        last = size
     return mats
 
 
