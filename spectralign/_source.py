@@ -8,6 +8,8 @@ arrays); files travel as their path and are opened where they are read.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ import numpy as np
 from .errors import ImageDimensionError
 
 _TIFF = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+_DECODED = 8  # whole-file decodes (JPEG, PNG) kept per process for the next chunks
+_decoded: OrderedDict = OrderedDict()
+_decoded_lock = threading.Lock()
 
 
 class ArraySource:
@@ -63,12 +68,29 @@ class FileSource:
             arr = zarr.open_array(store, mode="r")
             if arr.ndim == 2:
                 return arr
-        from .image import Image
-
-        return Image(self.path)
+        return _decode(self.path)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         return np.asarray(self._open()[y0:y1, x0:x1])
+
+
+def _decode(path: str) -> Any:
+    """A whole-file decode (JPEG, PNG), kept for the next few chunk reads:
+    neighbouring chunks read the same tile one after another."""
+    from .image import Image
+
+    key = (path, os.stat(path).st_mtime_ns)
+    with _decoded_lock:
+        img = _decoded.get(key)
+        if img is not None:
+            _decoded.move_to_end(key)
+            return img
+    img = Image(path)
+    with _decoded_lock:
+        _decoded[key] = img
+        while len(_decoded) > _DECODED:
+            _decoded.popitem(last=False)
+    return img
 
 
 def as_source(img: Any) -> ArraySource | FileSource:

@@ -265,3 +265,17 @@ def test_distributed_cluster_writes_the_same_store_and_library_prints_nothing(
     with ProgressBar(minimum=0, out=shown):  # ... through dask's own callbacks
         render(pos, files, chunk=128).to_zarr(tmp_path / "shown.ome.zarr")
     assert "100%" in shown.getvalue()
+
+
+def test_jpeg_tiles_render_like_their_decoded_arrays():
+    from importlib import resources
+
+    from spectralign import _source
+
+    folder = resources.files("spectralign") / "data" / "stitch2d_grid"
+    files = sorted(str(p) for p in folder.iterdir() if p.name.endswith(".jpg"))[:2]
+    pos = {0: (0.0, 0.0), 1: (380.3, 2.9)}
+    by_path = render(pos, dict(enumerate(files)), size=(512, 442), chunk=128).image
+    arrays = {k: spectralign.Image(f) for k, f in enumerate(files)}
+    np.testing.assert_array_equal(by_path, render(pos, arrays, size=(512, 442), chunk=128).image)
+    assert len(_source._decoded) <= _source._DECODED  # decodes kept, but bounded
