@@ -125,10 +125,12 @@ def _progress(quiet: bool, desc: str = "matching overlaps"):
 def _stitch(args: argparse.Namespace) -> int:
     """Stitch a grid of tiles into an OME-Zarr montage.
 
-    Writes OUT (OME-Zarr), and beside it OUT's name with .json (positions,
-    transforms and the quality of every overlap) and
-    TileConfiguration.registered.txt (Fiji), and prints a quality report.
-    """
+Writes OUT (OME-Zarr 0.5 with a pyramid) and, beside it, OUT's name with
+.json (positions, transforms and the quality of every overlap) and .csv
+(positions and affines), and TileConfiguration.registered.txt (Fiji);
+prints a quality report. Tiles without a good match with any neighbour
+stay at their stage position and are named in the report.
+"""
     import warnings
 
     from .montage import stitch_grid
