@@ -74,9 +74,6 @@ def _collect(tiles: Any) -> tuple[list[Any], list[str]]:
             raise NoTilesError(f"Expected tile files matching {str(tiles)!r}. Got none; check "
                                f"the folder and the pattern (e.g. 'tiles/*.tif').")
         return files, [os.path.basename(f) for f in files]
-    if isinstance(tiles, Mapping):
-        raise TypeError("Expected tiles as a glob pattern or a sequence; pass a dict of "
-                        "positions as positions= with tiles as a list.")
     items = list(tiles)
     if not items:
         raise NoTilesError("Expected at least one tile. Got an empty sequence.")
@@ -486,10 +483,11 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
 
     Parameters
     ----------
-    tiles : str, path, or sequence
+    tiles : str, path, sequence or dict
         A glob pattern or folder (files in natural order: ``t2`` before
         ``t10``), or a sequence of files, arrays, Images or lazy arrays in
-        acquisition order.
+        acquisition order, or ``{tile id: source}`` (with ``positions``
+        keyed by the same ids; the ids are kept).
     grid : (rows, cols), optional
         The layout; needed unless ``positions`` is given.
     overlap : float or (float, float)
@@ -549,7 +547,17 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
     >>> len(m.positions), m.unmatched
     (6, [])
     """
+    keys = None
+    if isinstance(tiles, Mapping):  # {tile id: source}, placed by stage positions
+        if positions is None:
+            raise LayoutError("Expected positions= with tiles given as a dict (their ids "
+                              "say nothing about the layout). Got none.")
+        keys = list(tiles)
+        tiles = [tiles[k] for k in keys]
     sources, names = _collect(tiles)
+    if keys is not None:
+        names = [os.path.basename(str(src)) if isinstance(src, (str, os.PathLike)) else str(k)
+                 for k, src in zip(keys, sources)]
     shapes = {_shape(s) for s in sources}
     if len(shapes) != 1:
         raise LayoutError(f"Expected tiles of one size. Got sizes (height, width) "
@@ -558,8 +566,8 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
     size = (w, h)
     cells: list = []
     if positions is not None:
-        nominal = _stage_positions(positions, names, sources)
-        ids: list = list(range(len(sources)))
+        nominal = _stage_positions(positions, names, sources, keys)
+        ids: list = keys if keys is not None else list(range(len(sources)))
     else:
         if grid is None:
             raise LayoutError("Expected grid=(rows, cols) or positions=. Got neither.")
@@ -742,7 +750,7 @@ def ome_stage_positions(sources: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def _stage_positions(positions: Any, names: list[str], sources=None) -> np.ndarray:
+def _stage_positions(positions: Any, names: list[str], sources=None, keys=None) -> np.ndarray:
     if isinstance(positions, str) and positions == "ome":
         return ome_stage_positions(sources)
     if isinstance(positions, (str, os.PathLike)):
@@ -752,7 +760,7 @@ def _stage_positions(positions: Any, names: list[str], sources=None) -> np.ndarr
         table = dict(positions)
     out = np.empty((len(names), 2))
     for k, name in enumerate(names):
-        for key in (k, name):
+        for key in ((keys[k],) if keys is not None else ()) + (k, name):
             if key in table:
                 out[k] = np.asarray(table[key], dtype=float)[:2]
                 break

@@ -109,6 +109,9 @@ def test_stage_positions_as_dict_and_tileconfiguration(tmp_path, sem_grid):
     tc = spectralign.write_tileconfig(tmp_path / "TileConfiguration.txt",
                                       {f"t{i}.tif": stage[i] for i in range(9)})
     by_file = spectralign.stitch_grid(str(tmp_path / "t*.tif"), positions=tc)
+    named = {f"cell{i}": tile for i, tile in enumerate(tiles)}  # any ids, kept
+    by_id = spectralign.stitch_grid(named, positions={f"cell{i}": stage[i] for i in range(9)})
+    np.testing.assert_allclose(by_id.positions["cell4"], by_dict.positions[4], atol=1e-6)
     for i, k in enumerate(keep):
         truth = sem_grid.truth[k] - sem_grid.truth[keep[0]]
         np.testing.assert_allclose(by_dict.positions[i] - by_dict.positions[0], truth, atol=0.3)
