@@ -337,7 +337,7 @@ class Montage:
         if self.unmatched:
             lines.append(f"WARNING: {len(self.unmatched)} tile(s) without a kept match, placed "
                          f"by stage position only: {self.unmatched[:10]!r}")
-        lines.append(f"worst overlaps (RMS px, SNR, kept/windows):")
+        lines.append("worst overlaps (RMS px, SNR, kept/windows):")
         for o in self.worst(n):
             lines.append(f"  {o.t!r} - {o.t_!r}: {o.rms:.3f}, {o.snr:.1f}, {o.kept}/{o.windows}")
         return "\n".join(lines)
@@ -699,7 +699,7 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
                    cells=dict(zip(ids, cells)) if cells else {}, sections=sections)
 
 
-_UNITS = {"m": 1e6, "mm": 1e3, "µm": 1.0, "um": 1.0, "\u00b5m": 1.0, "nm": 1e-3,
+_UNITS = {"m": 1e6, "mm": 1e3, "µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3,
           "pm": 1e-6, "Å": 1e-4}
 
 
