@@ -75,13 +75,10 @@ def sample(item: TileItem, xs: np.ndarray, ys: np.ndarray, order: int
         gx, gy = np.meshgrid(xs, ys)
         uu = inv[0, 0] * gx + inv[0, 1] * gy + inv[0, 2]
         vv = inv[1, 0] * gx + inv[1, 1] * gy + inv[1, 2]
-    margin = max(order, 1) + 1
-    u0 = max(int(np.floor(uu.min())) - margin, 0)
-    u1 = min(int(np.ceil(uu.max())) + margin + 1, item.width)
-    v0 = max(int(np.floor(vv.min())) - margin, 0)
-    v1 = min(int(np.ceil(vv.max())) + margin + 1, item.height)
-    if u0 >= u1 or v0 >= v1:
+    window = _window(item, xs[0], ys[0], len(xs), len(ys), order)
+    if window is None:
         return None
+    u0, v0, u1, v1 = window
     sub = np.asarray(item.source.read(v0, v1, u0, u1), dtype=np.float64)
     if item.is_translation:
         # fractions from the tile's offset alone, so that every chunk
@@ -104,7 +101,8 @@ def sample(item: TileItem, xs: np.ndarray, ys: np.ndarray, order: int
 def _window(item: TileItem, x0: float, y0: float, width: int, height: int, order: int
             ) -> tuple[int, int, int, int] | None:
     """Tile pixels ``(u0, v0, u1, v1)`` that the chunk's pixels sample
-    (with an interpolation margin), or None if the tile misses the chunk."""
+    (with an interpolation margin), or None if the tile misses the chunk.
+    The map is affine, so the chunk's corners bound what it samples."""
     inv = item.inverse
     cx = np.array([x0, x0 + width - 1, x0, x0 + width - 1], dtype=np.float64)
     cy = np.array([y0, y0, y0 + height - 1, y0 + height - 1], dtype=np.float64)
