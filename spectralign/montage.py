@@ -475,7 +475,7 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
                 overlap: float | tuple[float, float] = 0.15, *, layout: str = "raster",
                 major: str = "row", flip: tuple[bool, bool] = (False, False),
                 positions: Mapping | str | os.PathLike | None = None,
-                model: str = "translation", windows: int = 5, window: int | None = None,
+                model: str = "translation", windows: int = 7, window: int | None = None,
                 min_overlap: float = 16, snr_threshold: float | None = None,
                 workers: int | None = None,
                 progress: Callable[[Iterable], Iterable] | bool | None = None) -> Montage:
@@ -584,7 +584,7 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
 def stitch_sections(sections: Sequence[Any], grid: tuple[int, int],
                     overlap: float | tuple[float, float] = 0.15, *, layout: str = "raster",
                     major: str = "row", flip: tuple[bool, bool] = (False, False),
-                    model: str = "translation", windows: int = 5, window: int | None = None,
+                    model: str = "translation", windows: int = 7, window: int | None = None,
                     min_overlap: float = 16, snr_threshold: float | None = None,
                     workers: int | None = None,
                     progress: Callable[[Iterable], Iterable] | bool | None = None) -> Montage:
@@ -676,7 +676,7 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
             fits = list(wrap(_Sized(pool.map(one, pairs), len(pairs))))
     for (i, j), (p, p_, info) in zip(pairs, fits):
         if len(p):
-            pl.addmatches(ids[i], ids[j], p, p_)
+            pl.addmatches(ids[i], ids[j], p, p_, weights=info.get("weights"))
             tied.update((i, j))
         overlaps.append((ids[i], ids[j], info))
     for k, t in enumerate(ids):  # faint stage priors: unmatched tiles stay put
@@ -812,6 +812,9 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
         # agreeing with a coarse peak that was itself luck are not a match
         keep[:] = False
     info.update(windows=len(P), kept=int(keep.sum()), snr=float(np.median(fine.snr)))
+    # the spread of a correlation peak's position goes as 1 / SNR^2: windows
+    # weigh by SNR^2 (relative to the threshold, to keep the weights near 1)
+    info["weights"] = (fine.snr[keep] / thresholds[1]) ** 2
     return fine.p[keep], fine.p_[keep], info
 
 
