@@ -208,6 +208,12 @@ class Image(np.ndarray):
         obj.source = source
         return obj
 
+    def __init__(self, data: Any, *, page: int | None = None,
+                 series: int | None = None) -> None:
+        # the work is done in __new__ (the array must exist first); this
+        # states the signature for documentation tools, which read __init__
+        super().__init__()
+
     def __array_finalize__(self, obj: Any) -> None:
         self.source = getattr(obj, "source", "the given array")
 

@@ -95,6 +95,22 @@ def test_synthetic_he_grid(he_slide):
     assert err.max() <= 0.5
 
 
+def test_sparse_fluorescence_strip_of_fourteen_tiles():
+    # 2 x 7 tiles at 17 % overlap from the real YFP montage image: mostly dark
+    # background with bright cells, so many small windows hold only noise
+    img = spectralign.Image(str(shared("yfp_montage_pair",
+                                       "C2-20250523_montage_YFP_ideal_02.jpg")))
+    cells = scipy.ndimage.zoom(np.asarray(img, np.float64), 2, order=3)
+    synth = synthetic_grid(cells, (2, 7), 256, 0.17, stage_error=0.2 * 0.17 * 256,
+                           noise=0.05, vignetting=0.2, seed=3)
+    montage = spectralign.stitch_grid(synth.tiles, grid=(2, 7), overlap=0.17)
+    err = position_errors(montage, synth)
+    assert montage.unmatched == []
+    # noise-limited (43 px overlaps, faint background): looser than on tissue
+    assert np.sqrt(np.mean(err ** 2)) <= 0.3
+    assert err.max() <= 0.75
+
+
 def test_stage_positions_as_dict_and_tileconfiguration(tmp_path, sem_grid):
     # a 3 x 3 corner of the grid, with the stage positions given instead of a layout
     keep = [r * 10 + c for r in range(3) for c in range(3)]
