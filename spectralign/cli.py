@@ -253,8 +253,8 @@ def _parser() -> argparse.ArgumentParser:
     al.add_argument("--model", choices=("translation", "euclidean", "similarity", "affine"),
                     default="euclidean", help="section model (default euclidean: rotation and "
                                               "translation)")
-    al.add_argument("--windows", type=int, default=4,
-                    help="windows per side of the grid matched between sections (default 4)")
+    al.add_argument("--windows", type=int, default=8,
+                    help="windows per side of the grid matched between sections (default 8)")
     al.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr")
     al.add_argument("--overwrite", action="store_true")
     al.add_argument("--resume", action="store_true")

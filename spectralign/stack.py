@@ -75,7 +75,7 @@ class Stack:
         return self.renderer(**options).to_zarr(path, **store)
 
 
-def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 4,
+def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
                 window: int | None = None, snr_threshold: float = 6.0,
                 progress: Callable[[Iterable], Iterable] | bool | None = None) -> Stack:
     """Align a stack of sections, each to its neighbour.
@@ -89,9 +89,12 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 4,
         ``"euclidean"`` (rotation + translation, default), ``"translation"``,
         ``"similarity"`` or ``"affine"``.
     grid : int
-        Windows per side of the grid matched between neighbours.
+        Windows per side of the grid matched between neighbours (they
+        overlap: many windows average out local differences between
+        sections).
     window : int, optional
-        Window size (default: the power of two near ``min(W, H) / grid``).
+        Window size (default: the power of two near ``min(W, H) / 4``, at
+        most 512).
     snr_threshold : float
         Windows whose SNR is below this are not used.
     progress : bool or callable, optional
@@ -109,7 +112,7 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 4,
         raise LayoutError(f"Expected sections of one size. Got sizes (height, width) "
                           f"{sorted(shapes)}.")
     h, w = shapes.pop()
-    win = int(window) if window else _pow2_at_most(min(w, h) / grid * 1.2, 32)
+    win = int(window) if window else min(512, _pow2_at_most(min(w, h) / 4 * 1.2, 32))
     coarse = _pow2_at_most(0.75 * min(w, h), 32)
     margin = win / 2 + 2
     gx = np.linspace(margin, w - margin, grid)
