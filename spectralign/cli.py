@@ -171,10 +171,16 @@ stay at their stage position and are named in the report.
 
 def _align_stack(args: argparse.Namespace) -> int:
     """Align a stack of serial sections and write the aligned (z, y, x) volume."""
+    import warnings
+
     from .stack import align_stack
 
-    stack = align_stack(_tiles_arg(args.sections), model=args.model, grid=args.windows,
-                        progress=_progress(args.quiet, "aligning sections"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stack = align_stack(_tiles_arg(args.sections), model=args.model, grid=args.windows,
+                            progress=_progress(args.quiet, "aligning sections"))
+    for w in caught:  # e.g. sections that match neither neighbour
+        print(f"spectralign: warning: {w.message}", file=sys.stderr)
     out = Path(args.output)
     if not args.quiet:
         res = stack.placement
@@ -185,11 +191,12 @@ def _align_stack(args: argparse.Namespace) -> int:
     stem = out.name[:-len(".ome.zarr")] if out.name.endswith(".ome.zarr") else out.stem
     json_path = out.with_name(stem + ".json")
     json_path.write_text(json.dumps(
-        {"sections": [{"name": n, "transform": np.asarray(stack.transforms[z].matrix).tolist()}
+        {"sections": [{"name": n, "transform": np.asarray(stack.transforms[z].matrix).tolist(),
+                       "matched": z not in stack.unmatched}
                       for z, n in enumerate(stack.names)]}, indent=1))
     if not args.quiet:
         print(f"wrote {out} and {json_path.name}")
-    return 0
+    return 1 if caught and args.strict else 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -256,6 +263,8 @@ def _parser() -> argparse.ArgumentParser:
     al.add_argument("--windows", type=int, default=8,
                     help="windows per side of the grid matched between sections (default 8)")
     al.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr")
+    al.add_argument("--strict", action="store_true",
+                    help="exit with status 1 when a warning was raised (e.g. unmatched sections)")
     al.add_argument("--overwrite", action="store_true")
     al.add_argument("--resume", action="store_true")
     al.add_argument("-q", "--quiet", action="store_true")

@@ -10,17 +10,18 @@ translation), and returns a :class:`Stack` that renders an aligned
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .affine import Affine
-from .errors import LayoutError
+from .errors import LayoutError, NoMatchesError, SpectralignWarning
 from .image import Image
 from .matcher import Matcher
-from .montage import _collect, _pow2_at_most, _shape
+from .montage import _PRIOR_WEIGHT, _collect, _pow2_at_most, _shape
 from .placement import Placement
 from .placement_result import PlacementResult
 
@@ -39,9 +40,15 @@ class Stack:
         The sections as given (paths stay paths).
     names : list of str
     snr : (n - 1,) float array
-        Median SNR of the windows between section ``z`` and ``z + 1``.
+        Median SNR of the windows between section ``z + 1`` and the section
+        before it that was matched (``z``, or an earlier one when sections
+        in between were skipped).
     kept : (n - 1,) int array
-        Windows kept between each neighbouring pair.
+        Windows kept for each of those pairs.
+    unmatched : list of int
+        Sections with no kept match (blank, or nothing like their
+        neighbours): left where they were, and skipped over, so that the
+        sections after them are matched to the last section before them.
     """
 
     placement: PlacementResult
@@ -50,6 +57,7 @@ class Stack:
     snr: np.ndarray
     kept: np.ndarray
     size: tuple[int, int]
+    unmatched: list = field(default_factory=list)
 
     @property
     def transforms(self) -> dict[int, Affine]:
@@ -103,6 +111,20 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
     Returns
     -------
     Stack
+
+    Raises
+    ------
+    LayoutError
+        If there are fewer than two sections, or they differ in size.
+    NoMatchesError
+        If no two sections match.
+
+    Warns
+    -----
+    SpectralignWarning
+        If some sections match neither neighbour (blank, or unlike the
+        rest): they stay where they are, named in ``Stack.unmatched``, and
+        the sections after them are matched to the last one before them.
     """
     sources, names = _collect(sections)
     if len(sources) < 2:
@@ -123,27 +145,62 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
 
         progress = lambda it: tqdm(it, desc="aligning sections", unit="pair")  # noqa: E731
     wrap = progress or (lambda it: it)
+    def match(a: Image, b: Image):
+        """Matches (p in a, p_ in b), or None; and (median SNR, windows kept)."""
+        m = Matcher(a, b)
+        bulk = m.refine(centre, centre, coarse, iters=5, tolerance=0.05)
+        offset = bulk.p_ - bulk.p  # where a's content sits in b
+        if not np.all(np.isfinite(offset)):
+            offset = np.zeros(2)
+        # windows whose centre the offset moves off b (sections that do not
+        # match can give any offset) are not matched
+        to = points + offset
+        on = (to[:, 0] >= 0) & (to[:, 0] < w) & (to[:, 1] >= 0) & (to[:, 1] < h)
+        if on.sum() < max(3, len(points) // 4):
+            return None, (0.0, 0)
+        fine = m.refine_many(points[on], to[on], win, iters=4, tolerance=0.02, workers=1)
+        good = np.isfinite(fine.snr) & (fine.snr >= snr_threshold)
+        stats = (float(np.nanmedian(fine.snr)) if np.isfinite(fine.snr).any() else 0.0,
+                 int(good.sum()))
+        # sections that match show it in many windows; noise against a real
+        # section passes the threshold in a few (2-4 of 64 measured)
+        if good.sum() >= max(3, len(points) // 4):
+            return (fine.p[good], fine.p_[good]), stats
+        return None, stats
+
     pl = Placement()
     snr = np.full(len(sources) - 1, np.nan)
     kept = np.zeros(len(sources) - 1, int)
-    prev = Image(sources[0])
+    prev, zp = Image(sources[0]), 0  # the last section that was matched
     centre = np.array([w / 2, h / 2])
-    for z in wrap(range(len(sources) - 1)):
-        nxt = Image(sources[z + 1])
-        m = Matcher(prev, nxt)
-        bulk = m.refine(centre, centre, coarse, iters=5, tolerance=0.05)
-        offset = bulk.p_ - bulk.p  # where section z's content sits in z + 1
-        fine = m.refine_many(points, points + offset, win, iters=4, tolerance=0.02, workers=1)
-        good = np.isfinite(fine.snr) & (fine.snr >= snr_threshold)
-        if good.sum() < 3:  # fall back to the bulk match alone
-            pl.addmatch(z, z + 1, bulk.p, bulk.p_)
-            pl.addmatch(z, z + 1, bulk.p + (win, 0), bulk.p_ + (win, 0), weight=1e-6)
-            pl.addmatch(z, z + 1, bulk.p + (0, win), bulk.p_ + (0, win), weight=1e-6)
-        else:
-            pl.addmatches(z, z + 1, fine.p[good], fine.p_[good])
-        snr[z] = float(np.median(fine.snr))
-        kept[z] = int(good.sum())
-        prev = nxt
+    unmatched, linked = [], set()
+    for z in wrap(range(1, len(sources))):
+        nxt = Image(sources[z])
+        found, (snr[z - 1], kept[z - 1]) = match(prev, nxt)
+        if found is None and zp not in linked and z + 1 < len(sources):
+            # no chain yet: is zp the odd one out, or z?  z matches z + 1 if zp is
+            ahead, _ = match(nxt, Image(sources[z + 1]))
+            if ahead is not None:
+                unmatched.append(zp)
+                prev, zp = nxt, z
+                continue
+        if found is None:  # skip z: the next section is matched to zp
+            unmatched.append(z)
+            continue
+        pl.addmatches(zp, z, *found)
+        linked.update((zp, z))
+        prev, zp = nxt, z
+    if not pl.nmatches:
+        raise NoMatchesError(
+            f"Expected sections that match their neighbours. Got no match between any two of "
+            f"the {len(sources)} sections (SNR threshold {snr_threshold:g}); check that they "
+            f"show the same tissue, or lower snr_threshold.")
+    for z in range(len(sources)):  # faint priors: unmatched sections stay put
+        pl.addprior(z, (0.0, 0.0), weight=_PRIOR_WEIGHT)
+    if unmatched:
+        warnings.warn(f"{len(unmatched)} section(s) match neither neighbour and are left "
+                      f"where they are (sections after them are matched across them): "
+                      f"{unmatched[:10]!r}", SpectralignWarning, stacklevel=2)
     result = pl.solve(model)
     return Stack(placement=result, sections=list(sources), names=names, snr=snr, kept=kept,
-                 size=(w, h))
+                 size=(w, h), unmatched=sorted(unmatched))

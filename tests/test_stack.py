@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -9,7 +11,7 @@ import zarr
 
 import spectralign
 from spectralign import Affine, cli
-from spectralign.errors import LayoutError
+from spectralign.errors import LayoutError, NoMatchesError, SpectralignWarning
 
 from conftest import shared
 
@@ -110,3 +112,44 @@ def test_cli_align_stack(tmp_path, perturbed_stack):
 def test_one_section_is_not_a_stack():
     with pytest.raises(LayoutError, match="at least two"):
         spectralign.align_stack([np.zeros((64, 64), np.float32)])
+
+
+@pytest.mark.parametrize("blank", [[0], [4], [3, 4], [7]])
+def test_blank_sections_are_skipped_not_chained_through(sections, blank):
+    # a missing section imaged as noise, or as a flat frame, must not carry
+    # the sections after it off with it
+    moved, truth = perturb([sections[0]] * 8, np.random.default_rng(6))
+    rng = np.random.default_rng(0)
+    for z in blank:
+        moved[z] = (rng.normal(0.5, 0.1, moved[z].shape) if z % 2 == 0
+                    else np.full_like(moved[z], 0.5)).astype(np.float32)
+    with pytest.warns(SpectralignWarning, match="match neither neighbour"):
+        stack = spectralign.align_stack(moved)
+    assert stack.unmatched == blank
+    good = [z for z in range(8) if z not in blank]
+    err = corner_errors({k: stack.transforms[z] for k, z in enumerate(good)},
+                        [truth[z] for z in good])
+    assert err.max() <= 0.25
+
+
+def test_stack_with_nothing_in_common_is_an_error():
+    rng = np.random.default_rng(1)
+    noise = [rng.normal(size=(256, 256)).astype(np.float32) for _ in range(3)]
+    with pytest.raises(NoMatchesError, match="no match between any two"):
+        spectralign.align_stack(noise)
+
+
+def test_cli_align_stack_strict_fails_on_a_blank_section(tmp_path, perturbed_stack, capsys):
+    import tifffile
+
+    images, _ = perturbed_stack
+    for z in range(4):
+        tifffile.imwrite(tmp_path / f"s{z}.tif", images[z] if z != 2 else
+                         np.full_like(images[z], 0.5))
+    out = tmp_path / "v.ome.zarr"
+    args = ["align-stack", str(tmp_path / "s*.tif"), "-o", str(out), "-q"]
+    assert cli.main(args + ["--strict", "--overwrite"]) == 1
+    assert "[2]" in capsys.readouterr().err
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert [s["matched"] for s in doc["sections"]] == [True, True, False, True]
+
