@@ -145,6 +145,8 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
 
         progress = lambda it: tqdm(it, desc="aligning sections", unit="pair")  # noqa: E731
     wrap = progress or (lambda it: it)
+    centre = np.array([w / 2, h / 2])
+
     def match(a: Image, b: Image):
         """Matches (p in a, p_ in b), or None; and (median SNR, windows kept)."""
         m = Matcher(a, b)
@@ -172,7 +174,6 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
     snr = np.full(len(sources) - 1, np.nan)
     kept = np.zeros(len(sources) - 1, int)
     prev, zp = Image(sources[0]), 0  # the last section that was matched
-    centre = np.array([w / 2, h / 2])
     unmatched, linked = [], set()
     for z in wrap(range(1, len(sources))):
         nxt = Image(sources[z])
