@@ -27,24 +27,14 @@ import numpy as np
 import scipy.ndimage
 
 import spectralign
-from spectralign import Affine
+from spectralign.datasets import perturb_sections
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sstem_stack"
 CORNERS = np.array([[0, 0], [512, 0], [0, 512], [512, 512]], float)
 
 
 def perturb(images, rng):
-    moved, truth = [], []
-    for img in images:
-        t = (Affine.translator(rng.uniform(-30, 30, 2))
-             @ Affine.rotator(np.deg2rad(rng.uniform(-1, 1)), (255.5, 255.5)))
-        inv = np.linalg.inv(np.vstack([t.matrix, [0, 0, 1]]))
-        out = scipy.ndimage.affine_transform(np.asarray(img, np.float64), inv[:2, :2][::-1, ::-1],
-                                             inv[:2, 2][::-1], order=5, mode="constant",
-                                             cval=float(np.mean(img)))
-        moved.append(out.astype(np.float32))
-        truth.append(t)
-    return moved, truth
+    return perturb_sections(images, shift=30, angle=1, seed=rng)
 
 
 def corner_spread(mapped):

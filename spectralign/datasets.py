@@ -9,9 +9,11 @@ from importlib import resources
 import numpy as np
 import scipy.ndimage
 
+from .affine import Affine
 from .image import Image
 
-__all__ = ["GridDataset", "stitch2d_grid", "SyntheticGrid", "synthetic_grid"]
+__all__ = ["GridDataset", "stitch2d_grid", "SyntheticGrid", "synthetic_grid",
+           "perturb_sections"]
 
 
 @dataclass(frozen=True)
@@ -154,3 +156,36 @@ def synthetic_grid(image: np.ndarray, grid: tuple[int, int] = (4, 4), tile: int 
             out = out + rng.normal(0, sigma, out.shape)
         tiles.append(out.astype(np.float32))
     return SyntheticGrid(tiles, truth, nominal, (rows, cols), overlap)
+
+
+def perturb_sections(sections, *, shift: float = 30.0, angle: float = 1.0,
+                     seed: int | np.random.Generator = 0) -> tuple[list, list]:
+    """Move each section by a known rigid transform: ground truth for stacks.
+
+    Each section is rotated about its centre by a uniform angle in
+    ``[-angle, angle]`` degrees and translated by a uniform ``[-shift,
+    shift]`` px per axis (order-5 spline; pixels from outside take the
+    section's mean).
+
+    Returns
+    -------
+    moved : list of (H, W) float32 arrays
+    truth : list of Affine
+        ``moved(q) = section(truth^-1 q)``: where each section's pixels went.
+    """
+    rng = np.random.default_rng(seed)
+    moved, truth = [], []
+    for img in sections:
+        img = np.asarray(img, np.float64)
+        h, w = img.shape
+        t = (Affine.translator(rng.uniform(-shift, shift, 2))
+             @ Affine.rotator(np.deg2rad(rng.uniform(-angle, angle)),
+                              ((w - 1) / 2, (h - 1) / 2)))
+        inv = np.linalg.inv(np.vstack([t.matrix, [0, 0, 1]]))
+        # ndimage works in (row, col)
+        out = scipy.ndimage.affine_transform(img, inv[:2, :2][::-1, ::-1], inv[:2, 2][::-1],
+                                             order=5, mode="constant", cval=float(img.mean()))
+        moved.append(out.astype(np.float32))
+        truth.append(t)
+    return moved, truth
+

@@ -10,7 +10,8 @@ import scipy.ndimage
 import zarr
 
 import spectralign
-from spectralign import Affine, cli
+from spectralign import cli
+from spectralign.datasets import perturb_sections
 from spectralign.errors import LayoutError, NoMatchesError, SpectralignWarning
 
 from conftest import shared
@@ -19,18 +20,7 @@ from conftest import shared
 def perturb(images, rng):
     """Each image moved by a known rotation (+-1 degree about its centre)
     and translation (+-30 px): (moved images, their transforms)."""
-    moved, truth = [], []
-    for img in images:
-        t = (Affine.translator(rng.uniform(-30, 30, 2))
-             @ Affine.rotator(np.deg2rad(rng.uniform(-1, 1)), (255.5, 255.5)))
-        inv = np.linalg.inv(np.vstack([t.matrix, [0, 0, 1]]))
-        # moved(q) = img(t^-1 q); ndimage works in (row, col)
-        out = scipy.ndimage.affine_transform(np.asarray(img, np.float64), inv[:2, :2][::-1, ::-1],
-                                             inv[:2, 2][::-1], order=5, mode="constant",
-                                             cval=float(np.mean(img)))
-        moved.append(out.astype(np.float32))
-        truth.append(t)
-    return moved, truth
+    return perturb_sections(images, shift=30, angle=1, seed=rng)
 
 
 @pytest.fixture(scope="module")
