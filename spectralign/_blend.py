@@ -149,14 +149,14 @@ def blend_chunk(x0: float, y0: float, height: int, width: int, items: list[TileI
     or ``"last"`` (the first or last tile in ``items`` that covers a pixel
     wins).  Integer ``dtype`` output is rounded and clipped to its range.
     """
-    from . import _kernels  # imports numba: only where rendering happens
+    from . import _kernels  # its compiled loops import numba: only where rendering happens
 
     xs = x0 + np.arange(width, dtype=np.float64)
     ys = y0 + np.arange(height, dtype=np.float64)
     acc = np.zeros((height, width))
     cover = np.zeros((height, width))
     for item in items:
-        if order <= 1 and _kernels.numba is not None:
+        if order <= 1 and _kernels.backend() == "numba":
             window = _window(item, x0, y0, width, height, order)
             if window is None:
                 continue

@@ -1,12 +1,18 @@
-"""Fused per-iteration passes of spectral matching.
+"""Per-iteration passes of spectral matching, compiled or in numpy.
 
 One refinement iteration is three FFTs and some twenty elementwise passes
 around them (cut the windows, apodize, form and weight the cross-power,
-find the peak and its statistics).  With numba installed those passes are
-fused into two compiled loops that read each array once, which brings an
-iteration close to the cost of its FFTs; without numba the same maths runs
-as numpy expressions from :mod:`spectralign._spectral`.  Both give the same
-numbers to float32 rounding (``tests/test_kernels.py``).
+find the peak and its statistics).  With numba installed those passes run
+as fused compiled loops (:mod:`spectralign._compiled`, the only module that
+imports numba) that read each array once, which brings an iteration close
+to the cost of its FFTs; otherwise, or with ``compiled=False``, the same
+maths runs as numpy expressions from :mod:`spectralign._spectral`.  Both
+give the same numbers to float32 rounding (``tests/test_kernels.py``).
+
+Importing this module does not import numba: :func:`compiled_loops`
+does, when a caller first asks for the compiled loops, so that a process
+that has not loaded them yet can match with numpy meanwhile
+(:class:`spectralign.Matcher` loads them on a background thread).
 
 Every function takes the whole window stack of one batch and returns
 arrays; none keeps state.  The compiled loops release the GIL, so
@@ -15,28 +21,42 @@ arrays; none keeps state.  The compiled loops release the GIL, so
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 
 from . import _spectral
 from .image import _check_overlap, _cut
 
-try:  # pragma: no cover - exercised by whichever is installed
-    import numba
-except ImportError:  # pragma: no cover
-    numba = None
+__all__ = ["backend", "compiled_loops", "apodize_windows", "weigh_snr", "weigh_cross_power",
+           "surface_stats", "locate_peaks", "accumulate"]
 
-__all__ = ["backend", "apodize_windows", "weigh_cross_power", "surface_stats", "locate_peaks"]
-
-# reassociation lets sums vectorize; no "nnan"/"ninf": inputs may be zero
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _SPLINE_ORDER = 5
 
 
+@lru_cache(maxsize=1)
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
 def backend() -> str:
-    """``"numba"`` when the fused loops are compiled, else ``"numpy"``."""
-    return "numba" if numba is not None else "numpy"
+    """``"numba"`` when the fused loops can be compiled, else ``"numpy"``."""
+    return "numba" if _numba_installed() else "numpy"
+
+
+def compiled_loops() -> ModuleType | None:
+    """The compiled loops (:mod:`spectralign._compiled`), importing numba
+    on the first call; None where numba is not installed."""
+    if not _numba_installed():
+        return None
+    return importlib.import_module("spectralign._compiled")
+
+
+def _loops(compiled: bool) -> ModuleType | None:
+    return compiled_loops() if compiled else None
 
 
 # --------------------------------------------------------------------- numpy
@@ -107,221 +127,11 @@ def _weigh_numpy(s1, s2, exponent, noise_floor, dead):
     s1[...] = x
 
 
-# --------------------------------------------------------------------- numba
-
-if numba is not None:
-    _jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
-
-    @_jit
-    def _pixel(img, x, y, fill):  # pragma: no cover
-        ih, iw = img.shape
-        if 0 <= y < ih and 0 <= x < iw:
-            return np.float32(img[y, x])
-        return np.float32(fill)
-
-    @_jit
-    def _apodize_numba(img, origins, fill, apod, out, w_sum):  # pragma: no cover
-        n = origins.shape[0]
-        h, w = apod.shape
-        ih, iw = img.shape
-        mean = np.empty(n)
-        energy = np.empty(n)
-        for k in range(n):
-            ox, oy = origins[k, 0], origins[k, 1]
-            if ox + w <= 0 or ox >= iw or oy + h <= 0 or oy >= ih:
-                return mean, energy, k  # off the image: the caller raises
-            dst = out[k]
-            s = np.float32(0.0)
-            if ox >= 0 and oy >= 0 and ox + w <= iw and oy + h <= ih:
-                for r in range(h):  # copy, summing the apodization-weighted mean
-                    src = img[oy + r, ox:ox + w]
-                    s_row = np.float32(0.0)
-                    for c in range(w):
-                        v = np.float32(src[c])
-                        dst[r, c] = v
-                        s_row += v * apod[r, c]
-                    s += s_row
-            else:
-                for r in range(h):
-                    s_row = np.float32(0.0)
-                    for c in range(w):
-                        v = _pixel(img, ox + c, oy + r, fill)
-                        dst[r, c] = v
-                        s_row += v * apod[r, c]
-                    s += s_row
-            m = np.float32(s / w_sum)
-            e = 0.0
-            for r in range(h):  # subtract it, apodize, sum the energy
-                e_row = np.float32(0.0)
-                for c in range(w):
-                    a = (dst[r, c] - m) * apod[r, c]
-                    dst[r, c] = a
-                    e_row += a * a
-                e += e_row
-            mean[k] = s / w_sum
-            energy[k] = e
-        return mean, energy, -1
-
-    @_jit
-    def _weigh_numba(f1, f2, exponent, noise_floor, dead):  # pragma: no cover
-        # f1, f2: (B, H, 2 M) float32 views of the complex spectra
-        b, h, m2 = f1.shape
-        m = m2 // 2
-        mag = np.empty(m, dtype=np.float32)
-        bits = mag.view(np.int32)
-        coherence = np.ones(m, dtype=np.float32)
-        # Schraudolph's power: bits(x ** e) ~ e * bits(x) + (1 - e) * bits(1.0)
-        offset = np.float32((1.0 - exponent) * (127 << 23))
-        e32 = np.float32(exponent)
-        q = max(h // 8, 1)
-        lo = max(h // 2 - q, 0)
-        hi = min(h // 2 + q + 1, h)
-        for k in range(b):
-            if dead[k]:
-                f1[k] = 0
-                f2[k] = 0
-                continue
-            floor = np.float32(1e-30)  # only keeps 0 / 0 away
-            if noise_floor > 0:
-                acc = 0.0
-                for r in range(lo, hi):
-                    a1 = f1[k, r]
-                    a2 = f2[k, r]
-                    row = np.float32(0.0)
-                    for c in range(m):
-                        p1 = a1[2 * c] * a1[2 * c] + a1[2 * c + 1] * a1[2 * c + 1]
-                        p2 = a2[2 * c] * a2[2 * c] + a2[2 * c + 1] * a2[2 * c + 1]
-                        row += np.sqrt(p1 * p2)
-                    acc += row
-                nu = noise_floor * acc / ((hi - lo) * m)
-                floor = np.float32(nu * nu + 1e-30)
-            for r in range(h):
-                a1 = f1[k, r]
-                a2 = f2[k, r]
-                for c in range(m):
-                    p1 = a1[2 * c] * a1[2 * c] + a1[2 * c + 1] * a1[2 * c + 1]
-                    p2 = a2[2 * c] * a2[2 * c] + a2[2 * c + 1] * a2[2 * c + 1]
-                    mag[c] = np.sqrt(p1) * np.sqrt(p2)  # |X|, no overflow of |X|^2
-                    coherence[c] = (p1 * p2) / (p1 * p2 + floor)  # Wiener-style
-                for c in range(m):
-                    bits[c] = np.int32(np.float32(bits[c]) * e32 + offset)
-                for c in range(m):
-                    re1, im1 = a1[2 * c], a1[2 * c + 1]
-                    re2, im2 = a2[2 * c], a2[2 * c + 1]
-                    wgt = mag[c] * coherence[c]
-                    xr = (re1 * re2 + im1 * im2) * wgt  # X = s1 * conj(s2)
-                    xi = (im1 * re2 - re1 * im2) * wgt
-                    a1[2 * c] = xr
-                    a1[2 * c + 1] = xi
-                    a2[2 * c] = xr
-                    a2[2 * c + 1] = xi
-
-
-    @_jit
-    def _peaks_numba(corr, spectra, argmax, total, energy, kx, ky, hermitian,
-                     radius, exclude):  # pragma: no cover
-        b, h, w = corr.shape
-        m = spectra.shape[2] // 2  # spectra: float32 view, (B, H, 2 M)
-        at = np.empty((b, 2))
-        value = np.empty(b)
-        width = np.empty((b, 2))
-        snr = np.empty(b)
-        kx32 = kx.astype(np.float32)
-        kx2 = (kx * kx).astype(np.float32)
-        k0 = radius
-        size = 2 * radius + 1
-        near = np.empty((size, size))
-        for k in range(b):
-            iy, ix = argmax[k] // w, argmax[k] % w
-            iy = (iy + h // 2) % h - h // 2
-            ix = (ix + w // 2) % w - w // 2
-            for i in range(size):
-                for j in range(size):
-                    near[i, j] = corr[k, (iy + i - k0) % h, (ix + j - k0) % w]
-            # start: three-point parabola through the peak along each axis
-            c0 = near[k0, k0]
-            sy = float(iy)
-            sx = float(ix)
-            for axis in range(2):
-                cm = near[k0 - 1, k0] if axis == 0 else near[k0, k0 - 1]
-                cp = near[k0 + 1, k0] if axis == 0 else near[k0, k0 + 1]
-                denom = cm - 2 * c0 + cp
-                off = 0.5 * (cm - cp) / denom if denom < 0 else 0.0
-                off = min(max(off, -0.5), 0.5)
-                if axis == 0:
-                    sy += off
-                else:
-                    sx += off
-            # one Newton step on the band-limited surface c(s) = sum X e^{i k.s}
-            ex = np.exp(1j * kx * sx) * hermitian
-            exr = ex.real.astype(np.float32)
-            exi = ex.imag.astype(np.float32)
-            ey = np.exp(1j * ky * sy)
-            g00 = g10 = g01 = g20 = g02 = g11 = 0j
-            for r in range(h):
-                row = spectra[k, r]
-                a0r = a0i = a1r = a1i = a2r = a2i = np.float32(0)
-                for c in range(m):
-                    xr, xi = row[2 * c], row[2 * c + 1]
-                    tr = xr * exr[c] - xi * exi[c]
-                    ti = xr * exi[c] + xi * exr[c]
-                    a0r += tr
-                    a0i += ti
-                    a1r += tr * kx32[c]
-                    a1i += ti * kx32[c]
-                    a2r += tr * kx2[c]
-                    a2i += ti * kx2[c]
-                r0 = complex(a0r, a0i)
-                r1 = complex(a1r, a1i)
-                r2 = complex(a2r, a2i)
-                e = ey[r]
-                q = ky[r]
-                g00 += e * r0
-                g01 += e * r1
-                g02 += e * r2
-                g10 += e * q * r0
-                g11 += e * q * r1
-                g20 += e * q * q * r0
-            cval = g00.real
-            gy, gx = -g10.imag, -g01.imag
-            cyy, cxx, cxy = -g20.real, -g02.real, -g11.real
-            det = cyy * cxx - cxy * cxy
-            if cxx < 0 and det > 0:
-                dy = -(cxx * gy - cxy * gx) / det
-                dx = -(cyy * gx - cxy * gy) / det
-                norm = np.hypot(dy, dx)
-                if norm > 0.5:
-                    dy *= 0.5 / norm
-                    dx *= 0.5 / norm
-                sy += dy
-                sx += dx
-            at[k, 0] = sy
-            at[k, 1] = sx
-            value[k] = cval
-            wy = -cval / cyy
-            wx = -cval / cxx
-            width[k, 0] = np.sqrt(wy) if wy >= 0 and np.isfinite(wy) else np.nan
-            width[k, 1] = np.sqrt(wx) if wx >= 0 and np.isfinite(wx) else np.nan
-            # SNR: the surface's mean and spread away from the peak
-            s_near = 0.0
-            e_near = 0.0
-            for i in range(k0 - exclude, k0 + exclude + 1):
-                for j in range(k0 - exclude, k0 + exclude + 1):
-                    s_near += near[i, j]
-                    e_near += near[i, j] * near[i, j]
-            n = h * w - (2 * exclude + 1) ** 2
-            mean = (total[k] - s_near) / n
-            var = (energy[k] - e_near) / n - mean * mean
-            std = np.sqrt(max(var, 0.0))
-            snr[k] = (cval - mean) / std if std > 0 else 0.0
-        return at, value, width, snr
-
-
 # ---------------------------------------------------------------- public API
 
 def apodize_windows(img: np.ndarray, origins: np.ndarray, fill: float,
-                    apod: np.ndarray, out: np.ndarray, *, interpolate: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    apod: np.ndarray, out: np.ndarray, *, interpolate: bool = False,
+                    compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Cut, mean-subtract and apodize a stack of windows.
 
     Window ``k`` covers ``img[y0:y0+H, x0:x0+W]`` with ``(x0, y0) =
@@ -349,17 +159,42 @@ def apodize_windows(img: np.ndarray, origins: np.ndarray, fill: float,
             _check_overlap(img.shape, int(np.floor(x)), int(np.floor(y)), w, h)
         return _apodize_spline(img, origins, fill, apod, out)
     origins = np.ascontiguousarray(origins, dtype=np.int64)
-    if numba is None:
+    loops = _loops(compiled)
+    if loops is None:
         return _apodize_numpy(img, origins, fill, apod, out)
     w_sum, _ = _spectral._window_sums(apod.shape)
-    mean, energy, k = _apodize_numba(img, origins, float(fill), apod, out, w_sum)
+    mean, energy, k = loops._apodize_numba(img, origins, float(fill), apod, out, w_sum)
     if k >= 0:  # window k is off the image
         _check_overlap(img.shape, int(origins[k, 0]), int(origins[k, 1]), w, h)
     return mean, energy
 
 
+def weigh_snr(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, int], dead: np.ndarray,
+              *, compiled: bool = True) -> None:
+    """SNR-weighted cross-power of two spectrum stacks, into both.
+
+    Computes what :func:`spectralign._spectral.snr_weighted_cross_power`
+    does and writes it over ``s1`` *and* ``s2`` (``s1`` is then transformed
+    back, which destroys it; ``s2`` keeps a copy for the subpixel peak).
+    Where ``dead[k]`` is true (a textureless window) the result is zero.
+    ``compiled=False`` runs the numpy maths even where numba is installed.
+    """
+    dead = np.ascontiguousarray(dead, dtype=np.bool_)
+    index, counts, first_noise = _spectral.radial_bins(tuple(shape))
+    loops = _loops(compiled)
+    if loops is None:
+        x = _spectral.snr_weighted_cross_power(s1, s2, shape)
+        x[dead] = 0
+        s1[...] = x
+        return
+    b, h, m = s1.shape
+    loops._weigh_snr_numba(s1.view(np.float32).reshape(b, h, 2 * m),
+                     s2.view(np.float32).reshape(b, h, 2 * m),
+                     index, counts, int(first_noise), float(_spectral.MISMATCH), dead)
+
+
 def weigh_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
-                      noise_floor: float, dead: np.ndarray) -> None:
+                      noise_floor: float, dead: np.ndarray, *, compiled: bool = True) -> None:
     """Partially whitened cross-power of two spectrum stacks, into both.
 
     Computes what :func:`spectralign._spectral.whitened_cross_power` does
@@ -368,11 +203,12 @@ def weigh_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
     Where ``dead[k]`` is true (a textureless window) the result is zero.
     """
     dead = np.ascontiguousarray(dead, dtype=np.bool_)
-    if numba is None:
+    loops = _loops(compiled)
+    if loops is None:
         _weigh_numpy(s1, s2, exponent, noise_floor, dead)
     else:
         b, h, m = s1.shape
-        _weigh_numba(s1.view(np.float32).reshape(b, h, 2 * m),
+        loops._weigh_numba(s1.view(np.float32).reshape(b, h, 2 * m),
                      s2.view(np.float32).reshape(b, h, 2 * m),
                      float(exponent), float(noise_floor), dead)
 
@@ -399,7 +235,7 @@ def surface_stats(corr: np.ndarray, spectra: np.ndarray) -> tuple[np.ndarray, np
     return np.argmax(flat, axis=1), total, np.vecdot(flat, flat).astype(np.float64)
 
 
-def locate_peaks(corr: np.ndarray, spectra: np.ndarray):
+def locate_peaks(corr: np.ndarray, spectra: np.ndarray, *, compiled: bool = True):
     """Subpixel peak, peak value, width and SNR of each correlation surface.
 
     The same numbers as :func:`spectralign._spectral.integer_peaks`, then
@@ -421,89 +257,22 @@ def locate_peaks(corr: np.ndarray, spectra: np.ndarray):
     snr : (B,) float array
     """
     argmax, total, energy = surface_stats(corr, spectra)
-    if numba is None or _spectral._NEWTON_STEPS != 1:
+    loops = _loops(compiled and _spectral._NEWTON_STEPS == 1)
+    if loops is None:
         peaks = _spectral.integer_peaks(corr, argmax)
         near = _spectral.peak_neighbourhood(corr, peaks)
         at, value, width = _spectral.refine_peaks(spectra, corr, peaks, near)
         return at, value, width, _spectral.peak_snr(corr, peaks, value, total, energy, near)
     kx, ky, powers_x, _ = _spectral._frequencies(corr.shape[1:])
     b, h, m = spectra.shape
-    return _peaks_numba(corr, spectra.view(np.float32).reshape(b, h, 2 * m), argmax.astype(np.int64), total, energy, kx, ky,
-                        powers_x[0], _spectral._SNR_EXCLUDE, _spectral._SNR_EXCLUDE)
+    return loops._peaks_numba(corr, spectra.view(np.float32).reshape(b, h, 2 * m),
+                              argmax.astype(np.int64), total, energy, kx, ky, powers_x[0],
+                              _spectral._SNR_EXCLUDE, _spectral._SNR_EXCLUDE)
 
 
 # ------------------------------------------------------------------ rendering
 
 _METHOD_CODES = {"mean": 0, "max": 1, "first": 2, "last": 3}
-_EDGE_EPS = 1e-6
-
-if numba is not None:
-
-    @_jit
-    def _accumulate_numba(acc, cover, x0, y0, inv, sub, u0, v0, width, height, blend,
-                          order, method):  # pragma: no cover
-        h, w = acc.shape
-        sh, sw = sub.shape
-        a00, a01, a02 = inv[0, 0], inv[0, 1], inv[0, 2]
-        a10, a11, a12 = inv[1, 0], inv[1, 1], inv[1, 2]
-        umax = width - 1 + _EDGE_EPS
-        vmax = height - 1 + _EDGE_EPS
-        floor_w = 0.5 / blend if blend > 0 else 1.0
-        for r in range(h):
-            y = y0 + r
-            for c in range(w):
-                x = x0 + c
-                # the same expression for a pixel whatever chunk holds it
-                u = a00 * x + a01 * y + a02
-                v = a10 * x + a11 * y + a12
-                if u < -_EDGE_EPS or u > umax or v < -_EDGE_EPS or v > vmax:
-                    continue
-                if blend > 0:
-                    du = min(u, width - 1 - u) + 0.5
-                    dv = min(v, height - 1 - v) + 0.5
-                    wt = min(max(du / blend, 0.0), 1.0) * min(max(dv / blend, 0.0), 1.0)
-                    wt = max(wt, floor_w)
-                else:
-                    wt = 1.0
-                # sample the sub-window (tile pixels [v0:, u0:]), edges repeated
-                su = u - u0
-                sv = v - v0
-                if order == 0:
-                    iu = min(max(int(np.floor(su + 0.5)), 0), sw - 1)
-                    iv = min(max(int(np.floor(sv + 0.5)), 0), sh - 1)
-                    val = float(sub[iv, iu])
-                else:
-                    fu0 = np.floor(su)
-                    fv0 = np.floor(sv)
-                    fu = su - fu0
-                    fv = sv - fv0
-                    c0 = min(max(int(fu0), 0), sw - 1)
-                    c1 = min(max(int(fu0) + 1, 0), sw - 1)
-                    r0 = min(max(int(fv0), 0), sh - 1)
-                    r1 = min(max(int(fv0) + 1, 0), sh - 1)
-                    top = float(sub[r0, c0])
-                    if fu > 0:
-                        top += fu * (float(sub[r0, c1]) - top)
-                    val = top
-                    if fv > 0:
-                        bottom = float(sub[r1, c0])
-                        if fu > 0:
-                            bottom += fu * (float(sub[r1, c1]) - bottom)
-                        val = top + fv * (bottom - top)
-                if method == 0:
-                    acc[r, c] += wt * val
-                    cover[r, c] += wt
-                elif method == 1:
-                    if cover[r, c] == 0 or val > acc[r, c]:
-                        acc[r, c] = val
-                    cover[r, c] += 1
-                elif method == 2:
-                    if cover[r, c] == 0:
-                        acc[r, c] = val
-                    cover[r, c] += 1
-                else:
-                    acc[r, c] = val
-                    cover[r, c] += 1
 
 
 def accumulate(acc: np.ndarray, cover: np.ndarray, x0: float, y0: float, inverse: np.ndarray,
@@ -519,9 +288,10 @@ def accumulate(acc: np.ndarray, cover: np.ndarray, x0: float, y0: float, inverse
     :func:`spectralign._blend.feather` and bilinear (order 1) or nearest
     (order 0) sampling with edge pixels repeated.
     """
-    if numba is None or order > 1:
+    loops = compiled_loops() if order <= 1 else None
+    if loops is None:
         return False
-    _accumulate_numba(acc, cover, float(x0), float(y0), np.ascontiguousarray(inverse, np.float64),
+    loops._accumulate_numba(acc, cover, float(x0), float(y0), np.ascontiguousarray(inverse, np.float64),
                       sub, int(u0), int(v0), int(width), int(height), float(blend), int(order),
                       _METHOD_CODES[method])
     return True

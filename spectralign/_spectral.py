@@ -19,7 +19,10 @@ References
 .. [2] Guizar-Sicairos M, Thurman ST, Fienup JR (2008) Efficient subpixel
    image registration algorithms. Opt. Lett. 33:156-158.
    doi:10.1364/OL.33.000156
-.. [3] Schraudolph NN (1999) A fast, compact approximation of the
+.. [3] Knapp CH, Carter GC (1976) The generalized correlation method for
+   estimation of time delay. IEEE Trans. ASSP 24:320-327.
+   doi:10.1109/TASSP.1976.1162830
+.. [4] Schraudolph NN (1999) A fast, compact approximation of the
    exponential function. Neural Comput. 11:853-862.
    doi:10.1162/089976699300016467
 """
@@ -35,6 +38,9 @@ __all__ = [
     "apodize_stack",
     "textureless_windows",
     "whitened_cross_power",
+    "radial_bins",
+    "snr_weights",
+    "snr_weighted_cross_power",
     "fast_power",
     "integer_peaks",
     "peak_neighbourhood",
@@ -46,6 +52,13 @@ __all__ = [
 TAPER = 0.5
 _NEWTON_STEPS = 1
 _SNR_EXCLUDE = 2  # half-width of the peak neighbourhood left out of the SNR noise
+#: Radial frequency bins of the SNR weighting over [0, sqrt(2)/2] cycles/px.
+RADIAL_BINS = 48
+#: Frequencies above this (cycles/px) hold only noise in optics-blurred images.
+NOISE_BAND = 0.4
+#: Relative variance of the content mismatch between two windows (edges,
+#: vignetting, interpolation): what limits a noiseless match.
+MISMATCH = 0.01
 
 
 @lru_cache(maxsize=64)
@@ -209,6 +222,120 @@ def whitened_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
     if noise_floor > 0:
         scratch *= power
     s2 *= scratch
+    return s2
+
+
+@lru_cache(maxsize=64)
+def radial_bins(shape: tuple[int, int], bins: int = RADIAL_BINS,
+                noise_band: float = NOISE_BAND) -> tuple[np.ndarray, np.ndarray, int]:
+    """Radial frequency bin of every half-spectrum coefficient.
+
+    Parameters
+    ----------
+    shape : (H, W)
+        Window shape; the half spectrum is ``(H, W // 2 + 1)``.
+
+    Returns
+    -------
+    index : (H, W // 2 + 1) int32 array, read-only
+        Bin of each coefficient: ``|f|`` in cycles/px (``f = (fy, fx)``)
+        cut into ``bins`` equal bins over ``[0, sqrt(2) / 2]``.
+    counts : (bins,) float64 array, read-only
+        Coefficients per bin.
+    first_noise : int
+        First bin whose frequencies all exceed ``noise_band``.
+    """
+    h, w = shape
+    fy = np.fft.fftfreq(h)[:, None]
+    fx = (np.arange(w // 2 + 1) / w)[None, :]
+    top = np.sqrt(0.5) * (1 + 1e-9)
+    index = np.minimum((np.hypot(fy, fx) / top * bins).astype(np.int32), bins - 1)
+    counts = np.bincount(index.ravel(), minlength=bins).astype(np.float64)
+    first_noise = min(int(np.ceil(noise_band / top * bins)), bins - 1)
+    for a in (index, counts):
+        a.setflags(write=False)
+    return index, counts, first_noise
+
+
+def snr_weights(power1: np.ndarray, power2: np.ndarray, counts: np.ndarray,
+                first_noise: int, mismatch: float = MISMATCH) -> np.ndarray:
+    """Weight of each radial frequency bin for one pair of windows.
+
+    The noise of a camera is white: the mean power of the frequencies above
+    the optics' cut-off (bins ``first_noise`` and up) is each window's noise
+    level ``n``, and the mean power of a bin above it, ``S = max(P - n,
+    0)``, its signal.  The shared signal ``Ps = sqrt(S1 S2)`` and the
+    noise give the maximum-likelihood weight of generalized
+    cross-correlation (Knapp and Carter 1976), with a floor on the
+    variance for the content the two windows do not share:
+
+        ``w = Ps / (Ps (n1 + n2) + n1 n2 + mismatch Ps^2)``.
+
+    Bins that hold only noise get no weight; strong bins are whitened
+    (``w ~ 1 / (mismatch Ps)``), weak ones weighted by their SNR.
+
+    Parameters
+    ----------
+    power1, power2 : (bins,) float arrays
+        Summed power ``|A|^2``, ``|B|^2`` of each bin.
+    counts : (bins,) float array
+        Coefficients per bin (:func:`radial_bins`).
+    first_noise : int
+    mismatch : float
+
+    Returns
+    -------
+    (bins,) float64 array
+        Zero where a bin has no shared signal above the noise.
+    """
+    cnt = np.maximum(counts, 1)
+    tail = max(counts[first_noise:].sum(), 1)
+    n1 = power1[first_noise:].sum() / tail
+    n2 = power2[first_noise:].sum() / tail
+    s1 = np.maximum(power1 / cnt - n1, 0)
+    s2 = np.maximum(power2 / cnt - n2, 0)
+    ps = np.sqrt(s1 * s2)
+    denom = ps * (n1 + n2) + n1 * n2 + mismatch * ps**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ps > 0, ps / np.where(denom > 0, denom, 1.0), 0.0)
+
+
+def snr_weighted_cross_power(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, int],
+                             mismatch: float = MISMATCH) -> np.ndarray:
+    """Cross-power spectrum weighted by each frequency's SNR, over ``s2``.
+
+    Computes ``X = s1 * conj(s2)`` and multiplies it by
+    :func:`snr_weights` of its radial bins, estimated for each window pair
+    from the two spectra themselves: what is signal and what is noise is
+    read off each pair, so blurred, noisy, JPEG or sharp content each get
+    the weighting that suits them.
+
+    Parameters
+    ----------
+    s1, s2 : (B, H, W // 2 + 1) complex64 arrays
+        Half spectra of the apodized windows; ``s2`` is overwritten.
+    shape : (H, W)
+        The windows' shape.
+    mismatch : float
+        See :func:`snr_weights`.
+
+    Returns
+    -------
+    (B, H, W // 2 + 1) complex64 array
+        ``s2``, now holding the weighted cross-power.
+    """
+    index, counts, first_noise = radial_bins(tuple(shape))
+    bins = len(counts)
+    flat = index.ravel()
+    p1 = np.abs(s1) ** 2
+    p2 = np.abs(s2) ** 2
+    np.conjugate(s2, out=s2)
+    s2 *= s1
+    for k in range(len(s1)):
+        wt = snr_weights(np.bincount(flat, p1[k].ravel().astype(np.float64), bins),
+                         np.bincount(flat, p2[k].ravel().astype(np.float64), bins),
+                         counts, first_noise, mismatch)
+        s2[k] *= wt.astype(np.float32)[index]
     return s2
 
 

@@ -98,13 +98,17 @@ class SyntheticGrid:
 
 def synthetic_grid(image: np.ndarray, grid: tuple[int, int] = (4, 4), tile: int = 256,
                    overlap: float = 0.15, *, stage_error: float = 20.0, noise: float = 0.0,
-                   vignetting: float = 0.0, seed: int = 0) -> SyntheticGrid:
+                   vignetting: float = 0.0, psf: float = 0.0, gain: float = 0.0,
+                   offset: float = 0.0, jpeg: int | None = None,
+                   seed: int = 0) -> SyntheticGrid:
     """Cut a grid of tiles from ``image`` at known subpixel positions.
 
     Each tile is the image sampled at its subpixel position (order-5
     spline interpolation of a crop with a margin: local, so no wrap-around
-    rings at the tile edges where the overlaps are), times a vignetting
-    falloff, plus Gaussian noise.
+    rings at the tile edges where the overlaps are), blurred by the optics'
+    point spread function, times a vignetting falloff, times a gain and
+    plus an offset of its own, plus white Gaussian noise (as a camera adds
+    it, up to Nyquist), and optionally JPEG-compressed.
 
     Parameters
     ----------
@@ -124,6 +128,18 @@ def synthetic_grid(image: np.ndarray, grid: tuple[int, int] = (4, 4), tile: int 
     vignetting : float
         Brightness falls by this fraction from the tile centre to its
         corners (a radial quadratic falloff).
+    psf : float
+        Standard deviation (px) of a Gaussian point spread function that
+        blurs each tile before the noise is added (0.7 leaves almost
+        nothing above 0.45 cycles/px); ``noise`` is then relative to the
+        blurred image's standard deviation.
+    gain, offset : float
+        Each tile is multiplied by ``1 + u`` and shifted by ``v`` times the
+        image's mean, with ``u`` uniform in ``[-gain, gain]`` and ``v`` in
+        ``[-offset, offset]``.
+    jpeg : int, optional
+        JPEG quality (1-100): tiles are scaled to 8 bits by the image's
+        range, encoded and decoded again (``imagecodecs``).
     seed : int
 
     Returns
@@ -135,27 +151,52 @@ def synthetic_grid(image: np.ndarray, grid: tuple[int, int] = (4, 4), tile: int 
     rng = np.random.default_rng(seed)
     step = tile * (1 - overlap)
     nominal = np.array([(c * step, r * step) for r in range(rows) for c in range(cols)])
-    truth = nominal + stage_error + 8 + rng.uniform(-stage_error, stage_error, nominal.shape)
-    need = truth.max(0) + tile + 8
+    m = 8 + int(np.ceil(4 * psf))  # margin for the interpolation kernel and the PSF
+    truth = nominal + stage_error + m + rng.uniform(-stage_error, stage_error, nominal.shape)
+    need = truth.max(0) + tile + m
     if need[0] > img.shape[1] or need[1] > img.shape[0]:
         raise ValueError(f"Expected an image of at least {int(need[0])} x {int(need[1])} px "
                          f"for this grid. Got {img.shape[1]} x {img.shape[0]}.")
     yy, xx = np.mgrid[0:tile, 0:tile]
     r2 = ((xx - (tile - 1) / 2) ** 2 + (yy - (tile - 1) / 2) ** 2) / (2 * ((tile - 1) / 2) ** 2)
     falloff = 1 - vignetting * r2
-    sigma = noise * img.std()
-    m = 8  # margin for the interpolation kernel
+    if psf > 0:  # the blurred image's spread, from a central sample of it
+        cy, cx = img.shape[0] // 2, img.shape[1] // 2
+        probe = img[max(cy - 512, 0):cy + 512, max(cx - 512, 0):cx + 512]
+        spread = scipy.ndimage.gaussian_filter(probe, psf)[m:-m, m:-m].std()
+    else:
+        spread = img.std()
+    sigma = noise * spread
+    level = float(img.mean())
+    lo, hi = float(img.min()), float(img.max())
     tiles = []
     for x, y in truth:
         ix, iy = int(np.floor(x)), int(np.floor(y))
         crop = img[iy - m:iy + tile + m, ix - m:ix + tile + m]
         shifted = scipy.ndimage.shift(crop, (iy - y, ix - x), order=5, mode="nearest")
+        if psf > 0:
+            shifted = scipy.ndimage.gaussian_filter(shifted, psf, mode="nearest")
         shifted = shifted[m:m + tile, m:m + tile]
         out = shifted * falloff
+        if gain:
+            out = out * (1 + rng.uniform(-gain, gain))
+        if offset:
+            out = out + level * rng.uniform(-offset, offset)
         if sigma:
             out = out + rng.normal(0, sigma, out.shape)
+        if jpeg is not None:
+            out = _jpeg_roundtrip(out, lo, hi, int(jpeg))
         tiles.append(out.astype(np.float32))
     return SyntheticGrid(tiles, truth, nominal, (rows, cols), overlap)
+
+
+def _jpeg_roundtrip(tile: np.ndarray, lo: float, hi: float, quality: int) -> np.ndarray:
+    """``tile`` as 8 bits over ``[lo, hi]``, JPEG-encoded at ``quality`` and decoded."""
+    import imagecodecs
+
+    u8 = np.clip(np.round((tile - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+    back = imagecodecs.jpeg_decode(imagecodecs.jpeg_encode(u8, level=quality))
+    return back.astype(np.float64) / 255 * (hi - lo) + lo
 
 
 def perturb_sections(sections, *, shift: float = 30.0, angle: float = 1.0,

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
 
-from . import _spectral
+import scipy.fft
+
+from . import _kernels, _loader, _spectral
 from ._fft import get_plan
 from .errors import InvalidPointError
 from .image import Image, parse_point, parse_size
 
-__all__ = ["Matcher", "Match", "Matches", "Iteration"]
+__all__ = ["Matcher", "Match", "Matches", "Iteration", "WEIGHTINGS", "fast_size"]
 
 _CHUNK_BYTES = 4 << 20  # window-pair stacks of about this size per FFT batch
+
+#: The cross-power weightings a :class:`Matcher` offers.
+WEIGHTINGS = ("snr", "swiftir")
+
+
+def fast_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The window size ``(width, height)`` actually computed for ``size``:
+    each side rounded up to the next length whose FFT is fast (factors 2, 3
+    and 5 only)."""
+    return scipy.fft.next_fast_len(int(size[0]), True), scipy.fft.next_fast_len(int(size[1]), True)
 
 
 @dataclass(frozen=True)
@@ -192,31 +205,52 @@ class Matcher:
     ----------
     img1, img2 : Image or (H, W) array_like
         The two images (arrays are converted with :class:`Image`).
+    weighting : {"snr", "swiftir"}, keyword-only
+        How the cross-power spectrum is weighted before it is transformed
+        back.  ``"snr"`` (the default) weighs each frequency by its
+        signal-to-noise ratio, estimated for every window pair from the
+        two spectra themselves: a microscope's optics leave nothing but
+        its camera's white noise near Nyquist, and those frequencies get
+        no weight, while strong ones are whitened (maximum-likelihood
+        generalized cross-correlation, Knapp and Carter 1976,
+        doi:10.1109/TASSP.1976.1162830).  It is 2 to 3 times more accurate
+        than ``"swiftir"`` on blurred tiles with noise as strong as the
+        signal, and as accurate on clean ones (``docs/benchmarks.md``).
+        ``"swiftir"`` is SWiFT-IR's partial whitening, ``|X| ** whiten``,
+        with the coherence factor of ``noise_floor``.
     whiten : float, keyword-only
-        Exponent in [-1, 0] applied to the cross-power magnitude: -1 is
-        pure phase correlation, 0 plain cross-correlation.  The SWiFT-IR
-        default -0.65 keeps some of the signal's own weighting.
+        For ``weighting="swiftir"``: exponent in [-1, 0] applied to the
+        cross-power magnitude: -1 is pure phase correlation, 0 plain
+        cross-correlation; SWiFT-IR's -0.65 keeps some of the signal's own
+        weighting.
     noise_floor : float, keyword-only
-        Frequencies whose cross-power is not clearly above the noise floor
-        (this multiple of the mean high-frequency magnitude) are faded out
-        by a Wiener-style coherence factor, so that whitening does not
-        amplify noise; 0 turns this off (plain SWiFT-IR weighting).  The
-        default 4 reduces the error on images with noise as strong as the
-        signal by about half and does not hurt clean ones
-        (``docs/benchmarks.md``).
+        For ``weighting="swiftir"``: frequencies whose cross-power is not
+        clearly above this multiple of the mean high-frequency magnitude
+        are faded out by a Wiener-style coherence factor; 0 turns it off
+        (plain SWiFT-IR weighting).
 
     Notes
     -----
     Each iteration cuts a window around each point (at whole-pixel
     positions, so no interpolation blurs either window), apodizes both,
-    correlates them through a partially whitened cross-power spectrum and
-    finds the correlation peak to a small fraction of a pixel (Newton's
-    method on the exact band-limited correlation surface).  Both points
-    then move half way towards each other's match, as in SWiFT-IR
-    (Wetzel et al. 2016, doi:10.1109/AIPR.2016.8010595).
+    correlates them through the weighted cross-power spectrum and finds
+    the correlation peak to a small fraction of a pixel (Newton's method
+    on the exact band-limited correlation surface).  Both points then move
+    half way towards each other's match, as in SWiFT-IR (Wetzel et al.
+    2016, doi:10.1109/AIPR.2016.8010595).
+
+    Windows are computed at the next size whose FFT is fast
+    (``scipy.fft.next_fast_len``: 77 x 410 px becomes 80 x 432) with the
+    same centre, so any size costs about what a power of two does.
+
+    Making a Matcher reads nothing of the images.  A process matches with
+    numpy at first; once that has taken a quarter of a second, the
+    compiled loops are loaded on a background thread and used as soon as
+    they are ready (the two give the same numbers to float32 rounding), so
+    a small job never waits for them and a large one soon runs on them.
 
     A Matcher may be used from several threads at once; FFT plans are kept
-    per thread.
+    per thread and shared by every Matcher of that thread.
 
     Examples
     --------
@@ -230,10 +264,14 @@ class Matcher:
     [-100.0, 0.0]
     """
 
-    def __init__(self, img1: Any, img2: Any, *, whiten: float = -0.65,
-                 noise_floor: float = 4.0):
+    def __init__(self, img1: Any, img2: Any, *, weighting: str = "snr",
+                 whiten: float = -0.65, noise_floor: float = 4.0):
         self.img1 = _as_image(img1, "img1")
         self.img2 = _as_image(img2, "img2")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"Expected weighting as one of {', '.join(map(repr, WEIGHTINGS))}. "
+                             f"Got {weighting!r} instead.")
+        self.weighting = weighting
         self.whiten = float(whiten)
         self.noise_floor = float(noise_floor)
         if not self.noise_floor >= 0:
@@ -241,14 +279,32 @@ class Matcher:
         if not -1.0 <= self.whiten <= 0.0:
             raise ValueError(f"Expected whiten in [-1, 0] (-1: phase correlation, 0: plain "
                              f"correlation). Got {whiten!r} instead.")
-        self._fill = (float(np.mean(self.img1, dtype=np.float64)),
-                      float(np.mean(self.img2, dtype=np.float64)))
+        self._fills: tuple[float, float] | None = None
 
     def __repr__(self) -> str:
         h1, w1 = self.img1.shape
         h2, w2 = self.img2.shape
-        return (f"Matcher({w1}x{h1} image, {w2}x{h2} image, whiten={self.whiten}, "
-                f"noise_floor={self.noise_floor})")
+        extra = (f", whiten={self.whiten}, noise_floor={self.noise_floor}"
+                 if self.weighting == "swiftir" else "")
+        return f"Matcher({w1}x{h1} image, {w2}x{h2} image, weighting={self.weighting!r}{extra})"
+
+    def _fill(self, origins1: np.ndarray, origins2: np.ndarray, size: tuple[int, int]
+              ) -> tuple[float, float]:
+        """Values for window pixels off the images: each image's mean, read
+        only once a window reaches past an edge (0 until then: unused)."""
+        if self._fills is not None:
+            return self._fills
+        w, h = size
+        reach = 16  # the spline margin of interpolated windows, and then some
+        for org, img in ((origins1, self.img1), (origins2, self.img2)):
+            ih, iw = img.shape
+            lo = np.floor(org.min(axis=0)) - reach
+            hi = np.ceil(org.max(axis=0)) + (w + reach, h + reach)
+            if lo[0] < 0 or lo[1] < 0 or hi[0] > iw or hi[1] > ih:
+                self._fills = (float(np.mean(self.img1, dtype=np.float64)),
+                               float(np.mean(self.img2, dtype=np.float64)))
+                return self._fills
+        return (0.0, 0.0)
 
     def refine(self, p: Any, p_: Any, size: Any, iters: int = 1,
                tolerance: float = 0, *, interpolate: bool = False) -> Match:
@@ -261,7 +317,9 @@ class Matcher:
         p_ : (x, y)
             The point in the second image believed to show the same thing.
         size : int or (width, height)
-            Window size; powers of two are fastest, any size works.
+            Window size; any size works, and is rounded up to the next size
+            whose FFT is fast (at most a few percent larger), with the
+            window's centre where it was.
         iters : int
             Maximum number of iterations.
         tolerance : float
@@ -320,7 +378,7 @@ class Matcher:
             raise InvalidPointError(
                 f"Expected p and p_ with the same number of points. "
                 f"Got {len(P)} and {len(P_)} instead.")
-        w, h = parse_size(size)
+        w, h = fast_size(parse_size(size))
         iters = int(iters)
         if iters < 1:
             raise ValueError(f"Expected iters >= 1. Got {iters} instead.")
@@ -346,10 +404,22 @@ class Matcher:
         return Matches(*cat)
 
     def _refine_chunk(self, P: np.ndarray, P_: np.ndarray, size: tuple[int, int],
-                      batch: int, iters: int, tolerance: float, interpolate: bool = False) -> tuple:
-        """Refine up to ``batch`` pairs; the FFT plan always has ``batch`` slots."""
-        from . import _kernels  # imports numba: only where matching happens
+                      batch: int, iters: int, tolerance: float, interpolate: bool = False,
+                      compiled: bool | None = None) -> tuple:
+        """Refine up to ``batch`` pairs; the FFT plan always has ``batch`` slots.
 
+        ``compiled`` picks the compiled loops or numpy; None: the compiled
+        ones if they are loaded, else numpy (counting its time towards
+        loading them, see :mod:`spectralign._loader`)."""
+        if compiled is None:
+            compiled = _loader.ready()
+            if not compiled:
+                t0 = time.perf_counter()
+                try:
+                    return self._refine_chunk(P, P_, size, batch, iters, tolerance,
+                                              interpolate, compiled=False)
+                finally:
+                    _loader.spent(time.perf_counter() - t0)
         w, h = size
         n = len(P)
         P, P_ = P.copy(), P_.copy()
@@ -375,18 +445,23 @@ class Matcher:
             else:
                 o1 = np.floor(P - half + 0.5).astype(np.int64)
                 o2 = np.floor(P_ - half + 0.5).astype(np.int64)
-            m1, e1 = _kernels.apodize_windows(img1, o1, self._fill[0], apod, real[:n],
-                                              interpolate=interpolate)
-            m2, e2 = _kernels.apodize_windows(img2, o2, self._fill[1], apod,
-                                              real[batch:batch + n], interpolate=interpolate)
+            fill1, fill2 = self._fill(o1, o2, size)
+            m1, e1 = _kernels.apodize_windows(img1, o1, fill1, apod, real[:n],
+                                              interpolate=interpolate, compiled=compiled)
+            m2, e2 = _kernels.apodize_windows(img2, o2, fill2, apod, real[batch:batch + n],
+                                              interpolate=interpolate, compiled=compiled)
             dead[:n] = (_spectral.textureless_windows(m1, e1, w_sq)
                         | _spectral.textureless_windows(m2, e2, w_sq))
             plan.forward()
             xpow = spec[batch:]
-            _kernels.weigh_cross_power(spec[:batch], xpow, self.whiten, self.noise_floor, dead)
+            if self.weighting == "snr":
+                _kernels.weigh_snr(spec[:batch], xpow, (h, w), dead, compiled=compiled)
+            else:
+                _kernels.weigh_cross_power(spec[:batch], xpow, self.whiten, self.noise_floor,
+                                           dead, compiled=compiled)
             plan.backward()
             corr = real[:batch]
-            at, value, width, snr = _kernels.locate_peaks(corr, xpow)
+            at, value, width, snr = _kernels.locate_peaks(corr, xpow, compiled=compiled)
             snr = snr[:n]
             # corr peaks at s = -delta, delta: how far window 2's content is displaced
             delta = -at[:n, ::-1]

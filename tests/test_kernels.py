@@ -9,7 +9,7 @@ from scipy.ndimage import gaussian_filter
 from spectralign import _kernels, _spectral
 from spectralign.errors import WindowOutsideImageError
 
-pytestmark = pytest.mark.skipif(_kernels.numba is None, reason="numba is not installed")
+pytestmark = pytest.mark.skipif(_kernels.backend() != "numba", reason="numba is not installed")
 
 
 def _scene(rng, shape):
@@ -79,6 +79,25 @@ def test_locate_peaks_equals_numpy(shape):
     np.testing.assert_allclose(snr, snr_ref, rtol=1e-4)
 
 
+@settings(max_examples=20, deadline=None)
+@given(h=st.integers(8, 70), w=st.integers(8, 70), seed=st.integers(0, 2**31),
+       noise=st.sampled_from([0.0, 0.05, 0.5]))
+def test_weigh_snr_equals_numpy(h, w, seed, noise):
+    rng = np.random.default_rng(seed)
+    a = _scene(rng, (3, h, w)) + rng.normal(0, noise, (3, h, w)).astype(np.float32)
+    b = np.roll(a, (1, -2), axis=(1, 2)) + rng.normal(0, noise, (3, h, w)).astype(np.float32)
+    s1 = np.fft.rfft2(a).astype(np.complex64)
+    s2 = np.fft.rfft2(b).astype(np.complex64)
+    dead = np.array([False, True, False])
+    c1, c2, r1, r2 = s1.copy(), s2.copy(), s1.copy(), s2.copy()
+    _kernels.weigh_snr(c1, c2, (h, w), dead)
+    _kernels.weigh_snr(r1, r2, (h, w), dead, compiled=False)
+    scale = np.abs(r2).max() + 1e-30
+    np.testing.assert_allclose(c2 / scale, r2 / scale, atol=2e-5)
+    np.testing.assert_array_equal(c1, c2)
+    assert not np.any(c2[1])
+
+
 @pytest.mark.parametrize("method", ["mean", "max", "first", "last"])
 @pytest.mark.parametrize("order", [0, 1])
 @pytest.mark.parametrize("affine", [False, True])
@@ -103,6 +122,7 @@ def test_render_kernel_equals_numpy(monkeypatch, method, order, affine):
         return ren.canvas.astype(np.float64).compute(scheduler="synchronous")
 
     ours = render()
-    monkeypatch.setattr(_kernels, "numba", None)
+    monkeypatch.setattr(_kernels, "backend", lambda: "numpy")
+    monkeypatch.setattr(_kernels, "compiled_loops", lambda: None)
     ref = render()
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-4)  # float32 rounding
