@@ -125,13 +125,14 @@ def _weigh_numba(f1, f2, exponent, noise_floor, dead):  # pragma: no cover
 
 
 @_jit
-def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dead):  # pragma: no cover
+def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dynamic_range, dead):  # pragma: no cover
     # f1, f2: (B, H, 2 M) float32 views of the complex spectra
     b, h, m2 = f1.shape
     m = m2 // 2
     bins = counts.shape[0]
     sum1 = np.empty(bins)
     sum2 = np.empty(bins)
+    sumx = np.empty(bins)
     wt = np.empty(bins, dtype=np.float32)
     tail = 0.0
     for i in range(first_noise, bins):
@@ -144,26 +145,47 @@ def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dead):  # pra
             continue
         sum1[:] = 0.0
         sum2[:] = 0.0
+        sumx[:] = 0.0
         for r in range(h):
             a1 = f1[k, r]
             a2 = f2[k, r]
             row = index[r]
             for c in range(m):
                 i = row[c]
-                sum1[i] += a1[2 * c] * a1[2 * c] + a1[2 * c + 1] * a1[2 * c + 1]
-                sum2[i] += a2[2 * c] * a2[2 * c] + a2[2 * c + 1] * a2[2 * c + 1]
-        n1 = 0.0
-        n2 = 0.0
+                re1, im1 = a1[2 * c], a1[2 * c + 1]
+                re2, im2 = a2[2 * c], a2[2 * c + 1]
+                sum1[i] += re1 * re1 + im1 * im1
+                sum2[i] += re2 * re2 + im2 * im2
+                sumx[i] += re1 * re2 + im1 * im2
+        band1 = 0.0
+        band2 = 0.0
+        shared = 0.0
         for i in range(first_noise, bins):
-            n1 += sum1[i]
-            n2 += sum2[i]
-        n1 /= tail
-        n2 /= tail
+            band1 += sum1[i]
+            band2 += sum2[i]
+            shared += sumx[i]
+        if shared > 0.0:
+            shared *= shared * shared / (band1 * band2)
+        else:
+            shared = 0.0
+        n1 = max(band1 - shared, 0.0) / tail
+        n2 = max(band2 - shared, 0.0) / tail
+        total = 0.0
+        mean1 = 0.0
+        mean2 = 0.0
         for i in range(bins):  # the same maths as _spectral.snr_weights
             cnt = max(counts[i], 1.0)
             s1 = max(sum1[i] / cnt - n1, 0.0)
             s2 = max(sum2[i] / cnt - n2, 0.0)
-            ps = np.sqrt(s1 * s2)
+            mean1 += s1 * cnt
+            mean2 += s2 * cnt
+            total += cnt
+            sum1[i] = s1
+            sum2[i] = s2
+        n1 = max(n1, dynamic_range * mean1 / total)
+        n2 = max(n2, dynamic_range * mean2 / total)
+        for i in range(bins):
+            ps = np.sqrt(sum1[i] * sum2[i])
             denom = ps * (n1 + n2) + n1 * n2 + mismatch * ps * ps
             wt[i] = ps / denom if ps > 0 and denom > 0 else 0.0
         for r in range(h):

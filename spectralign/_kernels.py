@@ -190,7 +190,8 @@ def weigh_snr(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, int], dead: np.n
     b, h, m = s1.shape
     loops._weigh_snr_numba(s1.view(np.float32).reshape(b, h, 2 * m),
                      s2.view(np.float32).reshape(b, h, 2 * m),
-                     index, counts, int(first_noise), float(_spectral.MISMATCH), dead)
+                     index, counts, int(first_noise), float(_spectral.MISMATCH),
+                           float(_spectral.DYNAMIC_RANGE), dead)
 
 
 def weigh_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,

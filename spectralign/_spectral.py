@@ -59,6 +59,10 @@ NOISE_BAND = 0.4
 #: Relative variance of the content mismatch between two windows (edges,
 #: vignetting, interpolation): what limits a noiseless match.
 MISMATCH = 0.01
+#: Least noise of a window, relative to its mean signal power: what
+#: interpolation, compression and small rotations leave uncorrelated even
+#: where the camera adds no noise (keeps near-empty bins from being whitened).
+DYNAMIC_RANGE = 1e-3
 
 
 @lru_cache(maxsize=64)
@@ -257,15 +261,24 @@ def radial_bins(shape: tuple[int, int], bins: int = RADIAL_BINS,
     return index, counts, first_noise
 
 
-def snr_weights(power1: np.ndarray, power2: np.ndarray, counts: np.ndarray,
-                first_noise: int, mismatch: float = MISMATCH) -> np.ndarray:
+def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, counts: np.ndarray,
+                first_noise: int, mismatch: float = MISMATCH,
+                dynamic_range: float = DYNAMIC_RANGE) -> np.ndarray:
     """Weight of each radial frequency bin for one pair of windows.
 
-    The noise of a camera is white: the mean power of the frequencies above
-    the optics' cut-off (bins ``first_noise`` and up) is each window's noise
-    level ``n``, and the mean power of a bin above it, ``S = max(P - n,
-    0)``, its signal.  The shared signal ``Ps = sqrt(S1 S2)`` and the
-    noise give the maximum-likelihood weight of generalized
+    The noise of a camera is white, and above the optics' cut-off (bins
+    ``first_noise`` and up) nearly all the power is noise: each window's
+    noise level ``n`` is the mean power there less the part the two windows
+    share: ``X = max(Re sum(A conj(B)), 0)`` over those bins, the shared
+    power of windows already aligned, times the band's coherence ``X^2 /
+    (sum|A|^2 sum|B|^2)``.  Noise, whose phases are random, shares nothing;
+    windows still far apart share little, so their noise is overestimated,
+    which is safe; sharp content, once aligned, is not taken for noise.  The
+    mean
+    power of a bin above ``n``, ``S = max(P - n, 0)``, is its signal; ``n``
+    is at least ``dynamic_range`` times the mean signal power over all
+    frequencies.  The shared signal ``Ps = sqrt(S1
+    S2)`` and the noise give the maximum-likelihood weight of generalized
     cross-correlation (Knapp and Carter 1976), with a floor on the
     variance for the content the two windows do not share:
 
@@ -278,10 +291,13 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, counts: np.ndarray,
     ----------
     power1, power2 : (bins,) float arrays
         Summed power ``|A|^2``, ``|B|^2`` of each bin.
+    cross : (bins,) float array
+        Summed ``Re(A conj(B))`` of each bin.
     counts : (bins,) float array
         Coefficients per bin (:func:`radial_bins`).
     first_noise : int
     mismatch : float
+    dynamic_range : float
 
     Returns
     -------
@@ -290,10 +306,18 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, counts: np.ndarray,
     """
     cnt = np.maximum(counts, 1)
     tail = max(counts[first_noise:].sum(), 1)
-    n1 = power1[first_noise:].sum() / tail
-    n2 = power2[first_noise:].sum() / tail
+    band1 = power1[first_noise:].sum()
+    band2 = power2[first_noise:].sum()
+    shared = max(cross[first_noise:].sum(), 0.0)
+    if shared > 0:  # less the shared power times the band's coherence
+        shared *= shared**2 / (band1 * band2)
+    n1 = max(band1 - shared, 0.0) / tail
+    n2 = max(band2 - shared, 0.0) / tail
     s1 = np.maximum(power1 / cnt - n1, 0)
     s2 = np.maximum(power2 / cnt - n2, 0)
+    total = cnt.sum()
+    n1 = max(n1, dynamic_range * (s1 * cnt).sum() / total)
+    n2 = max(n2, dynamic_range * (s2 * cnt).sum() / total)
     ps = np.sqrt(s1 * s2)
     denom = ps * (n1 + n2) + n1 * n2 + mismatch * ps**2
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -334,6 +358,7 @@ def snr_weighted_cross_power(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, i
     for k in range(len(s1)):
         wt = snr_weights(np.bincount(flat, p1[k].ravel().astype(np.float64), bins),
                          np.bincount(flat, p2[k].ravel().astype(np.float64), bins),
+                         np.bincount(flat, s2[k].real.ravel().astype(np.float64), bins),
                          counts, first_noise, mismatch)
         s2[k] *= wt.astype(np.float32)[index]
     return s2
