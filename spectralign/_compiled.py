@@ -125,7 +125,8 @@ def _weigh_numba(f1, f2, exponent, noise_floor, dead):  # pragma: no cover
 
 
 @_jit
-def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dynamic_range, dead):  # pragma: no cover
+def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dynamic_range,
+                     significance, dead):  # pragma: no cover
     # f1, f2: (B, H, 2 M) float32 views of the complex spectra
     b, h, m2 = f1.shape
     m = m2 // 2
@@ -175,8 +176,9 @@ def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dynamic_range
         mean2 = 0.0
         for i in range(bins):  # the same maths as _spectral.snr_weights
             cnt = max(counts[i], 1.0)
-            s1 = max(sum1[i] / cnt - n1, 0.0)
-            s2 = max(sum2[i] / cnt - n2, 0.0)
+            margin = 1.0 + significance / np.sqrt(cnt)
+            s1 = max(sum1[i] / cnt - n1 * margin, 0.0)
+            s2 = max(sum2[i] / cnt - n2 * margin, 0.0)
             mean1 += s1 * cnt
             mean2 += s2 * cnt
             total += cnt

@@ -191,7 +191,7 @@ def weigh_snr(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, int], dead: np.n
     loops._weigh_snr_numba(s1.view(np.float32).reshape(b, h, 2 * m),
                      s2.view(np.float32).reshape(b, h, 2 * m),
                      index, counts, int(first_noise), float(_spectral.MISMATCH),
-                           float(_spectral.DYNAMIC_RANGE), dead)
+                           float(_spectral.DYNAMIC_RANGE), float(_spectral.SIGNIFICANCE), dead)
 
 
 def weigh_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,

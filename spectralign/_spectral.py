@@ -63,6 +63,9 @@ MISMATCH = 0.01
 #: interpolation, compression and small rotations leave uncorrelated even
 #: where the camera adds no noise (keeps near-empty bins from being whitened).
 DYNAMIC_RANGE = 1e-3
+#: A bin holds signal only where its mean power beats the noise by this
+#: many standard errors (``n / sqrt(count)``): pure noise gets no weight.
+SIGNIFICANCE = 2.0
 
 
 @lru_cache(maxsize=64)
@@ -263,7 +266,8 @@ def radial_bins(shape: tuple[int, int], bins: int = RADIAL_BINS,
 
 def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, counts: np.ndarray,
                 first_noise: int, mismatch: float = MISMATCH,
-                dynamic_range: float = DYNAMIC_RANGE) -> np.ndarray:
+                dynamic_range: float = DYNAMIC_RANGE,
+                significance: float = SIGNIFICANCE) -> np.ndarray:
     """Weight of each radial frequency bin for one pair of windows.
 
     The noise of a camera is white, and above the optics' cut-off (bins
@@ -273,14 +277,14 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
     power of windows already aligned, times the band's coherence ``X^2 /
     (sum|A|^2 sum|B|^2)``.  Noise, whose phases are random, shares nothing;
     windows still far apart share little, so their noise is overestimated,
-    which is safe; sharp content, once aligned, is not taken for noise.  The
-    mean
-    power of a bin above ``n``, ``S = max(P - n, 0)``, is its signal; ``n``
-    is at least ``dynamic_range`` times the mean signal power over all
-    frequencies.  The shared signal ``Ps = sqrt(S1
-    S2)`` and the noise give the maximum-likelihood weight of generalized
-    cross-correlation (Knapp and Carter 1976), with a floor on the
-    variance for the content the two windows do not share:
+    which is safe; sharp content, once aligned, is not taken for noise.
+    ``n`` is at least ``dynamic_range`` times the mean signal power over
+    all frequencies.  A bin's signal is its mean power above the noise and
+    its standard error, ``S = max(P - n (1 + significance / sqrt(count)),
+    0)``, so that pure noise gets no weight at all.  The shared signal ``Ps
+    = sqrt(S1 S2)`` and the noise give the maximum-likelihood weight of
+    generalized cross-correlation (Knapp and Carter 1976), with a floor on
+    the variance for the content the two windows do not share:
 
         ``w = Ps / (Ps (n1 + n2) + n1 n2 + mismatch Ps^2)``.
 
@@ -296,8 +300,7 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
     counts : (bins,) float array
         Coefficients per bin (:func:`radial_bins`).
     first_noise : int
-    mismatch : float
-    dynamic_range : float
+    mismatch, dynamic_range, significance : float
 
     Returns
     -------
@@ -313,8 +316,9 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
         shared *= shared**2 / (band1 * band2)
     n1 = max(band1 - shared, 0.0) / tail
     n2 = max(band2 - shared, 0.0) / tail
-    s1 = np.maximum(power1 / cnt - n1, 0)
-    s2 = np.maximum(power2 / cnt - n2, 0)
+    margin = 1 + significance / np.sqrt(cnt)
+    s1 = np.maximum(power1 / cnt - n1 * margin, 0)
+    s2 = np.maximum(power2 / cnt - n2 * margin, 0)
     total = cnt.sum()
     n1 = max(n1, dynamic_range * (s1 * cnt).sum() / total)
     n2 = max(n2, dynamic_range * (s2 * cnt).sum() / total)
