@@ -32,7 +32,7 @@ from .errors import (
     WindowOutsideImageError,
 )
 from .image import Image
-from .matcher import Iteration, Match, Matcher, Matches
+from .matcher import WEIGHTINGS, Iteration, Match, Matcher, Matches, fast_size
 from .placement import MODELS, Placement
 from .placement_result import DroppedMatch, PairFit, PlacementResult
 from .renderer import Renderer
@@ -50,6 +50,8 @@ __all__ = [
     "Match",
     "Matcher",
     "Matches",
+    "WEIGHTINGS",
+    "fast_size",
     "MODELS",
     "Placement",
     "PlacementResult",

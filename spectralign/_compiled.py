@@ -20,13 +20,6 @@ _EDGE_EPS = 1e-6
 _jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
 
 @_jit
-def _pixel(img, x, y, fill):  # pragma: no cover
-    ih, iw = img.shape
-    if 0 <= y < ih and 0 <= x < iw:
-        return np.float32(img[y, x])
-    return np.float32(fill)
-
-@_jit
 def _apodize_numba(img, origins, fill, apod, out, w_sum):  # pragma: no cover
     n = origins.shape[0]
     h, w = apod.shape
@@ -48,13 +41,39 @@ def _apodize_numba(img, origins, fill, apod, out, w_sum):  # pragma: no cover
                     dst[r, c] = v
                     s_row += v * apod[r, c]
                 s += s_row
-        else:
+        else:  # partly off the image: rows of fill, copy, fill
+            c0 = min(max(-ox, 0), w)
+            c1 = max(min(iw - ox, w), c0)
+            if fill != fill:  # NaN: the mean of the window's part on the image
+                t = 0.0
+                for y in range(max(oy, 0), min(oy + h, ih)):
+                    t_row = np.float32(0.0)
+                    for c in range(c0, c1):
+                        t_row += np.float32(img[y, ox + c])
+                    t += t_row
+                rows = min(oy + h, ih) - max(oy, 0)
+                f = np.float32(t / max(rows * (c1 - c0), 1))
+            else:
+                f = np.float32(fill)
             for r in range(h):
                 s_row = np.float32(0.0)
-                for c in range(w):
-                    v = _pixel(img, ox + c, oy + r, fill)
-                    dst[r, c] = v
-                    s_row += v * apod[r, c]
+                y = oy + r
+                if 0 <= y < ih:
+                    for c in range(c0):
+                        dst[r, c] = f
+                        s_row += f * apod[r, c]
+                    src = img[y, ox + c0:ox + c1]
+                    for c in range(c1 - c0):
+                        v = np.float32(src[c])
+                        dst[r, c0 + c] = v
+                        s_row += v * apod[r, c0 + c]
+                    for c in range(c1, w):
+                        dst[r, c] = f
+                        s_row += f * apod[r, c]
+                else:
+                    for c in range(w):
+                        dst[r, c] = f
+                        s_row += f * apod[r, c]
                 s += s_row
         m = np.float32(s / w_sum)
         e = 0.0

@@ -135,7 +135,8 @@ def apodize_windows(img: np.ndarray, origins: np.ndarray, fill: float,
     """Cut, mean-subtract and apodize a stack of windows.
 
     Window ``k`` covers ``img[y0:y0+H, x0:x0+W]`` with ``(x0, y0) =
-    origins[k]``; pixels off the image take ``fill``.  With ``interpolate``
+    origins[k]``; pixels off the image take ``fill`` (NaN: the mean of the
+    window's pixels on the image).  With ``interpolate``
     the origins may be fractional and the window is sampled there by quintic
     spline interpolation (scipy.ndimage, with its prefilter); else they are
     whole pixels.  ``out[k]`` receives ``(x - m) * apod`` with ``m`` the

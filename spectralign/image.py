@@ -142,7 +142,8 @@ def _check_overlap(shape: tuple[int, int], x0: int, y0: int, w: int, h: int) -> 
 
 def _cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: float,
          out: np.ndarray | None = None) -> np.ndarray:
-    """Integer window ``img[y0:y0+h, x0:x0+w]``; outside pixels get ``fill``.
+    """Integer window ``img[y0:y0+h, x0:x0+w]``; outside pixels get ``fill``
+    (NaN: the mean of the window's pixels on the image).
 
     Raises WindowOutsideImageError if the window misses the image entirely.
     """
@@ -155,8 +156,9 @@ def _cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: float,
     _check_overlap(img.shape, x0, y0, w, h)
     xa, xb = max(x0, 0), min(x0 + w, iw)
     ya, yb = max(y0, 0), min(y0 + h, ih)
-    out.fill(fill)
-    out[ya - y0:yb - y0, xa - x0:xb - x0] = img[ya:yb, xa:xb]
+    inside = img[ya:yb, xa:xb]
+    out.fill(np.mean(inside, dtype=np.float64) if np.isnan(fill) else fill)
+    out[ya - y0:yb - y0, xa - x0:xb - x0] = inside
     return out
 
 

@@ -71,9 +71,10 @@ class Match:
         uncommonly wide peaks are a bad sign.
     snr : float
         Signal-to-noise ratio of the correlation peak in the last
-        iteration.  Below about 6 to 8 the match is no better than chance
-        (windows that do not overlap give about 4 to 5); 0 means a window
-        had no texture at all.
+        iteration.  Below about 5 to 6 the match is no better than chance
+        (windows that do not overlap give about 3 to 5); 0 means a window
+        had no texture at all or, with the SNR weighting, that no frequency
+        carried signal above the noise (pure noise).
     niters : int
         Number of iterations performed.
     history : tuple of Iteration
@@ -244,7 +245,7 @@ class Matcher:
     same centre, so any size costs about what a power of two does.
 
     Making a Matcher reads nothing of the images.  A process matches with
-    numpy at first; once that has taken a quarter of a second, the
+    numpy at first; once that has taken two seconds, the
     compiled loops are loaded on a background thread and used as soon as
     they are ready (the two give the same numbers to float32 rounding), so
     a small job never waits for them and a large one soon runs on them.
@@ -279,7 +280,6 @@ class Matcher:
         if not -1.0 <= self.whiten <= 0.0:
             raise ValueError(f"Expected whiten in [-1, 0] (-1: phase correlation, 0: plain "
                              f"correlation). Got {whiten!r} instead.")
-        self._fills: tuple[float, float] | None = None
 
     def __repr__(self) -> str:
         h1, w1 = self.img1.shape
@@ -287,24 +287,6 @@ class Matcher:
         extra = (f", whiten={self.whiten}, noise_floor={self.noise_floor}"
                  if self.weighting == "swiftir" else "")
         return f"Matcher({w1}x{h1} image, {w2}x{h2} image, weighting={self.weighting!r}{extra})"
-
-    def _fill(self, origins1: np.ndarray, origins2: np.ndarray, size: tuple[int, int]
-              ) -> tuple[float, float]:
-        """Values for window pixels off the images: each image's mean, read
-        only once a window reaches past an edge (0 until then: unused)."""
-        if self._fills is not None:
-            return self._fills
-        w, h = size
-        reach = 16  # the spline margin of interpolated windows, and then some
-        for org, img in ((origins1, self.img1), (origins2, self.img2)):
-            ih, iw = img.shape
-            lo = np.floor(org.min(axis=0)) - reach
-            hi = np.ceil(org.max(axis=0)) + (w + reach, h + reach)
-            if lo[0] < 0 or lo[1] < 0 or hi[0] > iw or hi[1] > ih:
-                self._fills = (float(np.mean(self.img1, dtype=np.float64)),
-                               float(np.mean(self.img2, dtype=np.float64)))
-                return self._fills
-        return (0.0, 0.0)
 
     def refine(self, p: Any, p_: Any, size: Any, iters: int = 1,
                tolerance: float = 0, *, interpolate: bool = False) -> Match:
@@ -439,16 +421,30 @@ class Matcher:
         if n < batch:
             real[n:batch].fill(0)
             real[batch + n:].fill(0)
+        last_cut = None
         for k in range(iters):
             if interpolate:  # windows centred exactly on the points
                 o1, o2 = P - half, P_ - half
             else:
                 o1 = np.floor(P - half + 0.5).astype(np.int64)
                 o2 = np.floor(P_ - half + 0.5).astype(np.int64)
-            fill1, fill2 = self._fill(o1, o2, size)
-            m1, e1 = _kernels.apodize_windows(img1, o1, fill1, apod, real[:n],
+                if (everyone and last_cut is not None and np.array_equal(o1, last_cut[0])
+                        and np.array_equal(o2, last_cut[1])):
+                    # the same whole-pixel windows as the last iteration:
+                    # the same correlation, already applied, so this step
+                    # is exactly zero (no need to compute it again)
+                    shifts[k] = 0.0
+                    widths[k] = widths[k - 1]
+                    snrs[k] = snrs[k - 1]
+                    niters += 1
+                    if tolerance > 0:
+                        break
+                    continue
+                last_cut = (o1, o2)
+            # pixels off an image take the mean of the window's pixels on it
+            m1, e1 = _kernels.apodize_windows(img1, o1, np.nan, apod, real[:n],
                                               interpolate=interpolate, compiled=compiled)
-            m2, e2 = _kernels.apodize_windows(img2, o2, fill2, apod, real[batch:batch + n],
+            m2, e2 = _kernels.apodize_windows(img2, o2, np.nan, apod, real[batch:batch + n],
                                               interpolate=interpolate, compiled=compiled)
             dead[:n] = (_spectral.textureless_windows(m1, e1, w_sq)
                         | _spectral.textureless_windows(m2, e2, w_sq))
