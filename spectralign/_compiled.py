@@ -209,6 +209,7 @@ def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dynamic_range
             ps = np.sqrt(sum1[i] * sum2[i])
             denom = ps * (n1 + n2) + n1 * n2 + mismatch * ps * ps
             wt[i] = ps / denom if ps > 0 and denom > 0 else 0.0
+        wt[0] = 0.0  # the tiles' shading
         for r in range(h):
             a1 = f1[k, r]
             a2 = f2[k, r]

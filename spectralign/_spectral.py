@@ -289,7 +289,11 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
         ``w = Ps / (Ps (n1 + n2) + n1 n2 + mismatch Ps^2)``.
 
     Bins that hold only noise get no weight; strong bins are whitened
-    (``w ~ 1 / (mismatch Ps)``), weak ones weighted by their SNR.
+    (``w ~ 1 / (mismatch Ps)``), weak ones weighted by their SNR.  The
+    lowest bin (periods longer than about 70 px) gets no weight either: it
+    holds the tiles' shading (vignetting, uneven illumination, gain), which
+    differs between two tiles far more than ``mismatch`` allows and, where
+    the detail is faint, would otherwise decide the match.
 
     Parameters
     ----------
@@ -325,7 +329,9 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
     ps = np.sqrt(s1 * s2)
     denom = ps * (n1 + n2) + n1 * n2 + mismatch * ps**2
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ps > 0, ps / np.where(denom > 0, denom, 1.0), 0.0)
+        w = np.where(ps > 0, ps / np.where(denom > 0, denom, 1.0), 0.0)
+    w[0] = 0.0  # the tiles' shading, which the windows do not share
+    return w
 
 
 def snr_weighted_cross_power(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, int],
