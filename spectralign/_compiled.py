@@ -190,6 +190,9 @@ def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dynamic_range
             shared = 0.0
         n1 = max(band1 - shared, 0.0) / tail
         n2 = max(band2 - shared, 0.0) / tail
+        power0_1 = sum1[0]
+        power0_2 = sum2[0]
+        cross0 = sumx[0]
         total = 0.0
         mean1 = 0.0
         mean2 = 0.0
@@ -205,11 +208,16 @@ def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dynamic_range
             sum2[i] = s2
         n1 = max(n1, dynamic_range * mean1 / total)
         n2 = max(n2, dynamic_range * mean2 / total)
+        p0 = power0_1 * power0_2
+        x0 = max(cross0, 0.0)
+        g2 = x0 * x0 / p0 if p0 > 0.0 else 0.0
         for i in range(bins):
             ps = np.sqrt(sum1[i] * sum2[i])
-            denom = ps * (n1 + n2) + n1 * n2 + mismatch * ps * ps
+            mm = mismatch
+            if i == 0:  # the lowest bin: mismatch from its own coherence
+                mm = max(mismatch, (1.0 - g2) / g2) if g2 > 0.0 else np.inf
+            denom = ps * (n1 + n2) + n1 * n2 + mm * ps * ps
             wt[i] = ps / denom if ps > 0 and denom > 0 else 0.0
-        wt[0] = 0.0  # the tiles' shading
         for r in range(h):
             a1 = f1[k, r]
             a2 = f2[k, r]

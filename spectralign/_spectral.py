@@ -290,10 +290,13 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
 
     Bins that hold only noise get no weight; strong bins are whitened
     (``w ~ 1 / (mismatch Ps)``), weak ones weighted by their SNR.  The
-    lowest bin (periods longer than about 70 px) gets no weight either: it
-    holds the tiles' shading (vignetting, uneven illumination, gain), which
-    differs between two tiles far more than ``mismatch`` allows and, where
-    the detail is faint, would otherwise decide the match.
+    lowest bin (periods longer than about 70 px) also holds the tiles'
+    shading (vignetting, uneven illumination, gain), which can differ
+    between two tiles far more than ``mismatch`` allows and, where the
+    detail is faint, would decide the match: its mismatch is read off its
+    own coherence ``g2 = max(Re sum(A conj(B)), 0)^2 / (sum|A|^2
+    sum|B|^2)``, as ``max(mismatch, (1 - g2) / g2)`` (so large content the
+    windows share keeps its weight once they are aligned).
 
     Parameters
     ----------
@@ -328,10 +331,13 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
     n2 = max(n2, dynamic_range * (s2 * cnt).sum() / total)
     ps = np.sqrt(s1 * s2)
     denom = ps * (n1 + n2) + n1 * n2 + mismatch * ps**2
+    # the lowest bin: its own coherence sets its mismatch (the tiles' shading)
+    g2 = max(cross[0], 0.0) ** 2 / max(power1[0] * power2[0], 1e-300)
+    mm0 = (1 - g2) / g2 if g2 > 0 else np.inf
+    if ps[0] > 0:
+        denom[0] = ps[0] * (n1 + n2) + n1 * n2 + max(mismatch, mm0) * ps[0] ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(ps > 0, ps / np.where(denom > 0, denom, 1.0), 0.0)
-    w[0] = 0.0  # the tiles' shading, which the windows do not share
-    return w
+        return np.where(ps > 0, ps / np.where(denom > 0, denom, 1.0), 0.0)
 
 
 def snr_weighted_cross_power(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, int],

@@ -104,7 +104,8 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
         Window size (default: the power of two near ``min(W, H) / 4``, at
         most 512).
     snr_threshold : float
-        Windows whose SNR is below this are not used.
+        Windows whose SNR is below this are not used.  Sections are matched
+        with ``Matcher(..., weighting="swiftir")``, whose SNR this is.
     progress : bool or callable, optional
         As in :func:`stitch_grid`.
 
@@ -149,7 +150,12 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
 
     def match(a: Image, b: Image):
         """Matches (p in a, p_ in b), or None; and (median SNR, windows kept)."""
-        m = Matcher(a, b)
+        # SWiFT-IR's fixed weighting: between sections the content itself
+        # changes, so what two sections share is not "the spectrum above the
+        # camera's noise"; measured on the real ssTEM stack, it keeps more
+        # windows across a blank section (20 of 64 against 14) and aligns
+        # known rotations closer (0.12 px against 0.14 at the worst corner)
+        m = Matcher(a, b, weighting="swiftir")
         bulk = m.refine(centre, centre, coarse, iters=5, tolerance=0.05)
         offset = bulk.p_ - bulk.p  # where a's content sits in b
         if not np.all(np.isfinite(offset)):
