@@ -379,13 +379,45 @@ def _mean_constraints(model: str, c: np.ndarray, s: np.ndarray) -> tuple[np.ndar
     return cm / t, d
 
 
+def _scale_constraints(model: str, s: np.ndarray, groups: list[np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``C`` and targets ``D`` asking for the mean linear part I over
+    each group of tiles (the translations are left to the priors)."""
+    k = _NPARAM[model]
+    t = len(s)
+    cm = np.zeros((2 * len(groups), k * t))
+    for g, tiles in enumerate(groups):
+        cm[2 * g, k * tiles] = 1 / (s[tiles] * len(tiles))
+        cm[2 * g + 1, k * tiles + 1] = 1 / (s[tiles] * len(tiles))
+    if model == "affine":  # per coordinate i: theta = (L[i, 0] s, L[i, 1] s, T(c)_i)
+        d = np.tile(np.eye(2), (len(groups), 1))
+    else:  # similarity: theta = (a s, b s, ...): mean a = 1, mean b = 0
+        d = np.tile([[1.0], [0.0]], (len(groups), 1))
+    return cm, d
+
+
+def scale_groups(system: System, weights: np.ndarray) -> list[np.ndarray]:
+    """The tiles of each piece of the match graph with at least two tiles."""
+    live = weights > 0
+    ia, ib = system.ia[live], system.ib[live]
+    _, labels = components(system.ntiles, ia, ib)
+    matched = np.zeros(system.ntiles, bool)
+    matched[ia] = matched[ib] = True
+    groups = [np.flatnonzero(matched & (labels == g)) for g in np.unique(labels[matched])]
+    return [g for g in groups if len(g) >= 2]
+
+
 def _solve_linear(model: str, system: System, c: np.ndarray, s: np.ndarray, pinned: np.ndarray,
                   pinned_mats: np.ndarray, hub: int | None = None,
-                  prior: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                  prior: tuple[np.ndarray, np.ndarray] | None = None,
+                  groups: list[np.ndarray] | None = None) -> np.ndarray:
     a, rhs, w = _design(model, system, c, s, None)
     if prior is not None:  # affine only: pull each linear part towards prior[0]
         a, rhs, w = _with_linear_prior(a, rhs, w, s, *prior)
-    if hub is not None:
+    if groups and model in ("similarity", "affine"):
+        cm, d = _scale_constraints(model, s, groups)
+        theta = _solve(a, rhs, w, _NPARAM[model], pinned, None, mean=(cm, d, int(groups[0][0])))
+    elif hub is not None:
         cm, d = _mean_constraints(model, c, s)
         theta = _solve(a, rhs, w, _NPARAM[model], pinned, None, mean=(cm, d, hub))
     else:
@@ -406,7 +438,13 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     it under tension (least squares in model space rewards tiles that
     shrink, and every tile but the pinned one can); for the translation
     and euclidean models, which cannot shrink, by pinning ``hub`` at the
-    identity.  With ``regularize > 0`` (affine only) each tile's linear part
+    identity.  With priors (anchors) and nothing pinned, the priors place
+    the tiles, but for the similarity and affine models they cannot be
+    allowed to set the scale: faint priors lose to the matches' reward for
+    shrinking, and the montage collapses (to 1 % of its size, measured).  So
+    each piece of the match graph also keeps the mean linear part I, as a
+    hard constraint, and the priors only move and turn it.  With
+    ``regularize > 0`` (affine only) each tile's linear part
     is also pulled towards that of the similarity solution, with weight
     ``regularize`` times half the tile's number of points (the data's own
     stiffness in the tile's normalized frame).  Raises ``LinAlgError`` if
@@ -421,15 +459,17 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     else:
         c, s = frames(system, weights)
     k = _NPARAM[model]
+    groups = (scale_groups(system, weights)
+              if len(system.at) and not len(pinned) and hub is None else None)
     if model == "affine" and regularize > 0:
-        sim = _solve_linear("similarity", used, c, s, pinned, pinned_mats, hub)
+        sim = _solve_linear("similarity", used, c, s, pinned, pinned_mats, hub, groups=groups)
         count = _point_moments(system, weights)[0]
         prior = (sim[:, :, :2], regularize * count / 2)
-        return _solve_linear(model, used, c, s, pinned, pinned_mats, hub, prior)
+        return _solve_linear(model, used, c, s, pinned, pinned_mats, hub, prior, groups)
     if model != "euclidean":
-        return _solve_linear(model, used, c, s, pinned, pinned_mats, hub)
+        return _solve_linear(model, used, c, s, pinned, pinned_mats, hub, groups=groups)
     # euclidean: start from the similarity solution's angles, then Gauss-Newton
-    mats = _solve_linear("similarity", used, c, s, pinned, pinned_mats)
+    mats = _solve_linear("similarity", used, c, s, pinned, pinned_mats, groups=groups)
     theta = matrices_to_params("euclidean", mats, c, s)
     mats = params_to_matrices("euclidean", theta, c, s)
     last = np.inf

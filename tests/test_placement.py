@@ -440,3 +440,22 @@ def test_regularized_affine_damps_noise_on_narrow_overlaps():
     assert _corner_rms(pl.affine(regularize=0.5), truth) < 1e-6
     with pytest.raises(ValueError, match="affine"):
         pl.solve("similarity", regularize=0.1)
+
+
+@pytest.mark.parametrize("model", ["similarity", "affine"])
+def test_faint_priors_cannot_shrink_the_montage(model):
+    """Least squares in model space rewards shrinking tiles; faint stage
+    priors must not let it (they collapsed this montage to 1 % of its size)."""
+    rng = np.random.default_rng(3)
+    truth, matches = make_grid(model, 4, 4, rng, noise=0.3, per_pair=6)
+    pl = place(matches)
+    for r, c in truth:
+        pl.addprior((r, c), (c * STEP, r * STEP), weight=1e-6)
+    found = pl.solve(model).transforms
+    scales = [np.sqrt(abs(np.linalg.det(a.matrix[:, :2]))) for a in found.values()]
+    assert abs(np.mean(scales) - 1) < 0.02
+    assert max_corner_error(found, truth) < 2.0
+    # the priors still place the montage: its mean position is the stage's
+    mean_pos = np.mean([a((TILE / 2, TILE / 2)) for a in found.values()], axis=0)
+    np.testing.assert_allclose(mean_pos, np.mean([(c * STEP + TILE / 2, r * STEP + TILE / 2)
+                                                  for r, c in truth], axis=0), atol=25)

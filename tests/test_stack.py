@@ -143,3 +143,14 @@ def test_cli_align_stack_strict_fails_on_a_blank_section(tmp_path, perturbed_sta
     doc = json.loads((tmp_path / "v.json").read_text())
     assert [s["matched"] for s in doc["sections"]] == [True, True, False, True]
 
+
+
+@pytest.mark.parametrize("model", ["similarity", "affine"])
+def test_models_that_can_scale_do_not_collapse_the_stack(perturbed_stack, model):
+    """The faint priors that keep unmatched sections in place once let these
+    models shrink the stack to a 2 x 2 px volume reporting RMS 0.000 px."""
+    images, _ = perturbed_stack
+    stack = spectralign.align_stack(images[:10], model=model)
+    for t in stack.transforms.values():
+        assert abs(np.sqrt(abs(np.linalg.det(t.matrix[:, :2]))) - 1) < 0.05
+    assert stack.placement.rms > 0.5  # real sections differ: residuals of whole pixels
