@@ -100,7 +100,10 @@ def _read(path: str, page: int | None, series: int | None) -> np.ndarray:
     except (ImageNotFoundError, ImageReadError):
         raise
     except Exception as exc:  # any codec failure becomes one clear error
-        raise ImageReadError(f"Could not read {path!r} as an image: {exc}") from exc
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        why = lines[0] if len(lines) == 1 else "no image codec recognises its contents"
+        raise ImageReadError(f"Could not read {path!r} as an image ({why}); check that "
+                             f"the file is a complete TIFF, PNG or JPEG image.") from exc
 
 
 def _to_gray_float(data: np.ndarray, source: str) -> np.ndarray:

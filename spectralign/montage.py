@@ -63,16 +63,26 @@ def natural_sorted(names: Iterable[str]) -> list[str]:
     return sorted(names, key=key)
 
 
+#: File name endings taken as images from a folder or glob pattern.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp",
+                  ".jp2", ".j2k", ".jxl", ".avif", ".pgm", ".ppm")
+
+
 def _collect(tiles: Any) -> tuple[list[Any], list[str]]:
-    """Tiles as a list of sources and their names."""
+    """Tiles as a list of sources and their names.  From a folder or glob
+    pattern, image files only (by their ending, ``IMAGE_SUFFIXES``): notes,
+    JSON reports and TileConfiguration files beside the tiles are skipped."""
     if isinstance(tiles, (str, os.PathLike)):
         pattern = str(tiles)
         if os.path.isdir(pattern):
             pattern = os.path.join(pattern, "*")
-        files = [f for f in natural_sorted(_glob.glob(pattern)) if os.path.isfile(f)]
+        found = [f for f in natural_sorted(_glob.glob(pattern)) if os.path.isfile(f)]
+        files = [f for f in found if f.lower().endswith(IMAGE_SUFFIXES)]
         if not files:
-            raise NoTilesError(f"Expected tile files matching {str(tiles)!r}. Got none; check "
-                               f"the folder and the pattern (e.g. 'tiles/*.tif').")
+            other = (f" (only {', '.join(os.path.basename(f) for f in found[:5])}"
+                     f"{', ...' if len(found) > 5 else ''}, not images)" if found else "")
+            raise NoTilesError(f"Expected tile images matching {str(tiles)!r}. Got none{other}; "
+                               f"check the folder and the pattern (e.g. 'tiles/*.tif').")
         return files, [os.path.basename(f) for f in files]
     items = list(tiles)
     if not items:

@@ -258,7 +258,7 @@ def test_cli_stitch_bad_input_says_what_to_fix(tmp_path, capsys):
     rc = cli.main(["stitch", str(tmp_path / "*.tif"), "--grid", "2x2", "-o",
                    str(tmp_path / "m.ome.zarr")])
     assert rc == 2
-    assert "Expected tile files matching" in capsys.readouterr().err
+    assert "Expected tile images matching" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         cli.main(["stitch", "x.tif", "--grid", "2by2", "-o", "m.ome.zarr"])
     assert exc.value.code == 2
@@ -330,3 +330,25 @@ def test_models_that_can_scale_do_not_collapse_the_real_grid(model, tol):
     offset = np.mean([found[t] - grid.reference[t] for t in found], axis=0)
     err = [np.hypot(*(found[t] - offset - grid.reference[t])) for t in found]
     assert max(err) < 3.0
+
+
+def test_bad_files_among_the_tiles(tmp_path, capsys):
+    """A note beside the tiles is skipped; a truncated tile is one named
+    error line (exit 2), before anything is written."""
+    grid = stitch2d_grid()
+    for k, (r, c) in enumerate((r, c) for r in range(3) for c in range(2)):
+        tifffile.imwrite(tmp_path / f"t{k}.tif",
+                         (np.asarray(grid.tiles[r, c]) * 255).astype(np.uint8))
+    (tmp_path / "README.md").write_text("# acquisition notes\n")
+    (tmp_path / "TileConfiguration.txt").write_text("dim = 2\n")
+    out = tmp_path / "out" / "m.ome.zarr"
+    args = ["stitch", str(tmp_path), "--grid", "3x2", "--overlap", "0.23,0.12", "-o", str(out), "-q"]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    data = (tmp_path / "t3.tif").read_bytes()
+    (tmp_path / "t3.tif").write_bytes(data[: len(data) // 2])
+    assert cli.main(args + ["--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "t3.tif" in err and "Traceback" not in err
+    with pytest.raises(spectralign.errors.ImageReadError, match="t3.tif"):
+        spectralign.Image(tmp_path / "t3.tif")
