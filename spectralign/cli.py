@@ -12,7 +12,7 @@ import numpy as np
 
 from . import __version__
 from .datasets import stitch2d_grid
-from .errors import SpectralignError
+from .errors import SpectralignError, StoreExistsError
 from .matcher import Matcher
 from .placement import Placement
 from .renderer import Renderer
@@ -114,6 +114,29 @@ def _render_with_progress(renderer: Renderer, out: str, overwrite: bool, resume:
         renderer.to_zarr(out, overwrite=overwrite, resume=resume)
 
 
+def _outputs(out: Path, extra: tuple[str, ...]) -> tuple[Path, list[Path]]:
+    """OUT's JSON path and every file written beside it."""
+    stem = out.name[:-len(".ome.zarr")] if out.name.endswith(".ome.zarr") else out.stem
+    json_path = out.with_name(stem + ".json")
+    return json_path, [json_path] + [out.with_name(stem + e) for e in extra]
+
+
+def _check_outputs(out: Path, beside: list[Path], overwrite: bool, resume: bool) -> None:
+    """Refuse, before any work, to replace earlier outputs unless asked."""
+    if overwrite:
+        return
+    if out.exists() and not resume:
+        raise StoreExistsError(
+            f"Expected a new output path. Got {str(out)!r}, which exists; pass --overwrite to "
+            f"replace it, --resume to finish an interrupted render, or choose another -o.")
+    if not resume:
+        taken = [p.name for p in beside if p.exists()]
+        if taken:
+            raise StoreExistsError(
+                f"Expected no earlier outputs beside {out.name}. Got {', '.join(taken)} in "
+                f"{str(out.parent)!r}; pass --overwrite to replace them or choose another -o.")
+
+
 def _progress(quiet: bool, desc: str = "matching overlaps"):
     if quiet:
         return None
@@ -127,7 +150,9 @@ def _stitch(args: argparse.Namespace) -> int:
 
 Writes OUT (OME-Zarr 0.5 with a pyramid) and, beside it, OUT's name with
 .json (positions, transforms and the quality of every overlap) and .csv
-(positions and affines), and TileConfiguration.registered.txt (Fiji);
+(positions and affines), and OUT's name with
+.TileConfiguration.registered.txt (Fiji); earlier outputs are refused
+before any work unless --overwrite (or --resume) is given;
 prints a quality report. Tiles without a good match with any neighbour
 stay at their stage position and are named in the report.
 """
@@ -135,6 +160,10 @@ stay at their stage position and are named in the report.
 
     from .montage import stitch_grid
 
+    out = Path(args.output)
+    json_path, beside = _outputs(out, (".csv", ".TileConfiguration.registered.txt"))
+    tc_path = beside[-1] if args.tileconfig is None else Path(args.tileconfig)
+    _check_outputs(out, beside[:-1] + [tc_path], args.overwrite, args.resume)
     tiles = _tiles_arg(args.tiles)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -142,11 +171,6 @@ stay at their stage position and are named in the report.
                               major=args.major, flip=(args.flip_x, args.flip_y),
                               positions=args.positions, model=args.model,
                               progress=_progress(args.quiet))
-    out = Path(args.output)
-    stem = out.name[:-len(".ome.zarr")] if out.name.endswith(".ome.zarr") else out.stem
-    json_path = out.with_name(stem + ".json")
-    tc_path = out.with_name("TileConfiguration.registered.txt") if args.tileconfig is None \
-        else Path(args.tileconfig)
     if not args.quiet:
         print(montage.report())
     _render_with_progress(montage.renderer(blend=args.blend), str(out), args.overwrite,
@@ -175,21 +199,21 @@ def _align_stack(args: argparse.Namespace) -> int:
 
     from .stack import align_stack
 
+    out = Path(args.output)
+    json_path, beside = _outputs(out, ())
+    _check_outputs(out, beside, args.overwrite, args.resume)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         stack = align_stack(_tiles_arg(args.sections), model=args.model, grid=args.windows,
                             progress=_progress(args.quiet, "aligning sections"))
     for w in caught:  # e.g. sections that match neither neighbour
         print(f"spectralign: warning: {w.message}", file=sys.stderr)
-    out = Path(args.output)
     if not args.quiet:
         res = stack.placement
         print(f"{len(stack.sections)} sections: residuals RMS {res.rms:.3f} px, max "
               f"{res.max:.3f} px, {res.ndropped} window(s) dropped; weakest pair SNR "
               f"{np.nanmin(stack.snr):.1f}")
     _render_with_progress(stack.renderer(), str(out), args.overwrite, args.resume, args.quiet)
-    stem = out.name[:-len(".ome.zarr")] if out.name.endswith(".ome.zarr") else out.stem
-    json_path = out.with_name(stem + ".json")
     json_path.write_text(json.dumps(
         {"sections": [{"name": n, "transform": np.asarray(stack.transforms[z].matrix).tolist(),
                        "matched": z not in stack.unmatched}

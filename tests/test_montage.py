@@ -245,7 +245,7 @@ def test_cli_stitch_writes_montage_json_and_tileconfig(tmp_path, capsys):
                    "0.23,0.12", "-o", str(out), "-q"])
     assert rc == 0
     assert capsys.readouterr().out == ""
-    entries = spectralign.read_tileconfig(out.parent / "TileConfiguration.registered.txt")
+    entries = spectralign.read_tileconfig(out.parent / "m.TileConfiguration.registered.txt")
     pos = {e.file: e.position for e in entries}
     found = pos["tile_r0_c1.tif"] - pos["tile_r0_c0.tif"]
     np.testing.assert_allclose(found, grid.reference[0, 1] - grid.reference[0, 0], atol=2)
@@ -352,3 +352,34 @@ def test_bad_files_among_the_tiles(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "t3.tif" in err and "Traceback" not in err
     with pytest.raises(spectralign.errors.ImageReadError, match="t3.tif"):
         spectralign.Image(tmp_path / "t3.tif")
+
+
+def test_cli_refuses_earlier_outputs_before_any_work(tmp_path, capsys):
+    grid = stitch2d_grid()
+    for k, (r, c) in enumerate((r, c) for r in range(3) for c in range(2)):
+        tifffile.imwrite(tmp_path / f"t{k}.tif",
+                         (np.asarray(grid.tiles[r, c]) * 255).astype(np.uint8))
+    out = tmp_path / "a.ome.zarr"
+    args = ["stitch", str(tmp_path / "t*.tif"), "--grid", "3x2", "--overlap", "0.23,0.12", "-q"]
+    import time
+
+    t0 = time.perf_counter()
+    assert cli.main(args + ["-o", str(out)]) == 0
+    run = time.perf_counter() - t0
+    assert (tmp_path / "a.TileConfiguration.registered.txt").exists()
+    capsys.readouterr()
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    t0 = time.perf_counter()
+    assert cli.main(args + ["-o", str(out)]) == 2
+    assert time.perf_counter() - t0 < 0.4 * run
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "resume=" not in err and len(err.strip().splitlines()) == 1
+    # a second montage beside the first keeps the first one's files
+    assert cli.main(args + ["-o", str(tmp_path / "b.ome.zarr")]) == 0
+    assert (tmp_path / "b.TileConfiguration.registered.txt").exists()
+    for name, mtime in before.items():
+        assert (tmp_path / name).stat().st_mtime_ns == mtime
+    # only the JSON beside a new OUT: still refused, naming it
+    (tmp_path / "c.json").write_text("{}")
+    assert cli.main(args + ["-o", str(tmp_path / "c.ome.zarr")]) == 2
+    assert "c.json" in capsys.readouterr().err
