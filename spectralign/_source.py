@@ -76,8 +76,9 @@ class FileSource:
 
 def _decode(path: str) -> Any:
     """A whole-file decode (JPEG, PNG), kept for the next few chunk reads:
-    neighbouring chunks read the same tile one after another."""
-    from .image import Image
+    neighbouring chunks read the same tile one after another.  The pixels
+    keep their type (uint8 in, uint8 out, as from a TIFF); colour becomes
+    gray, the mean of the channels (alpha dropped)."""
 
     key = (path, os.stat(path).st_mtime_ns)
     with _decoded_lock:
@@ -85,7 +86,7 @@ def _decode(path: str) -> Any:
         if img is not None:
             _decoded.move_to_end(key)
             return img
-    img = Image(path)
+    img = _gray_keeping_dtype(path)
     with _decoded_lock:
         _decoded[key] = img
         while len(_decoded) > _DECODED:
@@ -100,3 +101,17 @@ def as_source(img: Any) -> ArraySource | FileSource:
     if hasattr(img, "shape") and hasattr(img, "__getitem__") and hasattr(img, "dtype"):
         return ArraySource(img)
     return ArraySource(np.asarray(img), name=type(img).__name__)
+
+
+def _gray_keeping_dtype(path: str) -> np.ndarray:
+    from .image import _read, _to_gray_float
+
+    data = np.asarray(_read(path, None, None))
+    if data.ndim == 3 and data.shape[-1] in (3, 4):
+        gray = data[..., :3].mean(axis=-1, dtype=np.float64)
+        if data.dtype.kind in "ui":
+            return np.round(gray).astype(data.dtype)
+        return gray.astype(np.float32)
+    if data.ndim == 2 and data.dtype.kind in "uib":
+        return data
+    return _to_gray_float(data, path)  # floats: checked (finite, 2-D) as Image does

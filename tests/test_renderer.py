@@ -276,6 +276,30 @@ def test_jpeg_tiles_render_like_their_decoded_arrays():
     files = sorted(str(p) for p in folder.iterdir() if p.name.endswith(".jpg"))[:2]
     pos = {0: (0.0, 0.0), 1: (380.3, 2.9)}
     by_path = render(pos, dict(enumerate(files)), size=(512, 442), chunk=128).image
-    arrays = {k: spectralign.Image(f) for k, f in enumerate(files)}
+    import imagecodecs
+
+    arrays = {k: imagecodecs.imread(f) for k, f in enumerate(files)}  # gray uint8
+    assert all(a.ndim == 2 and a.dtype == np.uint8 for a in arrays.values())
     np.testing.assert_array_equal(by_path, render(pos, arrays, size=(512, 442), chunk=128).image)
+    assert by_path.dtype == np.uint8  # the files' own type, as TIFF tiles give
     assert len(_source._decoded) <= _source._DECODED  # decodes kept, but bounded
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_tile_files_keep_their_dtype_whatever_the_format(tmp_path, suffix):
+    import imagecodecs
+
+    rng = np.random.default_rng(0)
+    tile = rng.integers(0, 256, (64, 80), dtype=np.uint8)
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".png":
+        imagecodecs.imwrite(path, tile)
+    else:
+        import tifffile
+
+        tifffile.imwrite(path, tile)
+    r = spectralign.Renderer(rigid={0: (0, 0)}, tilesize=(80, 64), blend=0)
+    r.render(0, str(path))
+    out = r.image
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, tile)
