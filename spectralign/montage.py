@@ -696,6 +696,18 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
         warnings.warn(f"{len(unmatched)} tile(s) have no kept match with a neighbour and are "
                       f"placed by stage position only: {unmatched[:10]!r}", SpectralignWarning,
                       stacklevel=3)
+    matched_pairs = [(i, j) for (i, j), (p, _, _) in zip(pairs, fits) if len(p)]
+    if matched_pairs:
+        pieces = _pieces(len(ids), matched_pairs)
+        if len(pieces) > 1:
+            shown = "; ".join(repr([ids[k] for k in piece[:4]])[:-1]
+                              + (", ...]" if len(piece) > 4 else "]") for piece in pieces[:4])
+            warnings.warn(
+                f"The matched tiles form {len(pieces)} separate pieces (of "
+                f"{', '.join(str(len(p)) for p in pieces)} tiles) that no kept match joins: "
+                f"their places relative to each other come from the stage layout alone. "
+                f"Check the layout (flip, major, snake/raster) and the overlap. Pieces: "
+                f"{shown}", SpectralignWarning, stacklevel=3)
     if not pl.nmatches:
         raise NoMatchesError(
             f"Expected matches between overlapping tiles. Got none in {len(pairs)} overlapping "
@@ -707,6 +719,19 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
                    nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=fits,
                    snr_threshold=thresholds[1], unmatched=unmatched, tilesize=size,
                    cells=dict(zip(ids, cells)) if cells else {}, sections=sections)
+
+
+def _pieces(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
+    """Connected pieces (of two tiles or more) of the graph of matched pairs,
+    largest first."""
+    from . import _lsq
+
+    ia, ib = np.array(edges).T
+    _, labels = _lsq.components(n, ia, ib)
+    members = np.unique(np.concatenate([ia, ib]))
+    out = [sorted(int(k) for k in members[labels[members] == g])
+           for g in np.unique(labels[members])]
+    return sorted(out, key=len, reverse=True)
 
 
 _UNITS = {"m": 1e6, "mm": 1e3, "µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3,

@@ -383,3 +383,13 @@ def test_cli_refuses_earlier_outputs_before_any_work(tmp_path, capsys):
     (tmp_path / "c.json").write_text("{}")
     assert cli.main(args + ["-o", str(tmp_path / "c.ome.zarr")]) == 2
     assert "c.json" in capsys.readouterr().err
+
+
+def test_a_montage_in_separate_pieces_warns_and_names_them(sem_texture, he_slide):
+    """Two rows of unrelated content: each row matches, the rows do not."""
+    top = synthetic_grid(sem_texture, (1, 3), 256, 0.2, seed=1)
+    bottom = synthetic_grid(he_slide, (1, 3), 256, 0.2, seed=2)
+    tiles = list(top.tiles) + list(bottom.tiles)
+    pieces = r"2 separate pieces .*\[\(0, 0\), \(0, 1\), \(0, 2\)\]; \[\(1, 0\)"
+    with pytest.warns(SpectralignWarning, match=pieces):
+        spectralign.stitch_grid(tiles, grid=(2, 3), overlap=0.2)
