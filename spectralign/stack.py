@@ -83,6 +83,34 @@ class Stack:
         return self.renderer(**options).to_zarr(path, **store)
 
 
+def _pages(source: Any, name: str) -> tuple[list[Any], list[str]]:
+    """The sections of one multi-page TIFF (or one (z, y, x) array): one
+    per page, memory-mapped where the file allows; else the source alone."""
+    if isinstance(source, (str, os.PathLike)):
+        if not str(source).lower().endswith((".tif", ".tiff")):
+            return [source], [name]
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(source) as tif:
+                npages = len(tif.pages)
+        except Exception:  # noqa: BLE001 - unreadable: Image() names the file below
+            return [source], [name]
+        if npages < 2:
+            return [source], [name]
+        try:
+            stack = tifffile.memmap(source, mode="r")
+        except (ValueError, OSError):
+            stack = tifffile.imread(source)
+        if stack.ndim != 3:
+            return [source], [name]
+        return [stack[z] for z in range(len(stack))], [f"{name}[{z}]" for z in range(len(stack))]
+    arr = np.asarray(source) if not hasattr(source, "ndim") else source
+    if arr.ndim == 3 and arr.shape[-1] not in (3, 4):
+        return [arr[z] for z in range(len(arr))], [f"section_{z:04d}" for z in range(len(arr))]
+    return [source], [name]
+
+
 def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
                 window: int | None = None, snr_threshold: float = 6.0,
                 progress: Callable[[Iterable], Iterable] | bool | None = None) -> Stack:
@@ -91,8 +119,9 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
     Parameters
     ----------
     sections : str, path or sequence
-        A glob pattern or folder (natural order) or a sequence of files or
-        arrays, first section first.  Sections must share one size.
+        A glob pattern or folder (natural order), a sequence of files or
+        arrays, or one multi-page TIFF (a page per section), first section
+        first.  Sections must share one size.
     model : str
         ``"euclidean"`` (rotation + translation, default), ``"translation"``,
         ``"similarity"`` or ``"affine"``.
@@ -128,8 +157,11 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
         the sections after them are matched to the last one before them.
     """
     sources, names = _collect(sections)
+    if len(sources) == 1:
+        sources, names = _pages(sources[0], names[0])
     if len(sources) < 2:
-        raise LayoutError(f"Expected at least two sections. Got {len(sources)}.")
+        raise LayoutError(f"Expected at least two sections. Got {len(sources)}; give a folder, "
+                          f"a glob pattern, several files, or one multi-page TIFF stack.")
     shapes = {_shape(s) for s in sources}
     if len(shapes) != 1:
         raise LayoutError(f"Expected sections of one size. Got sizes (height, width) "

@@ -154,3 +154,16 @@ def test_models_that_can_scale_do_not_collapse_the_stack(perturbed_stack, model)
     for t in stack.transforms.values():
         assert abs(np.sqrt(abs(np.linalg.det(t.matrix[:, :2]))) - 1) < 0.05
     assert stack.placement.rms > 0.5  # real sections differ: residuals of whole pixels
+
+
+def test_cli_align_stack_takes_a_multipage_tiff(tmp_path, perturbed_stack):
+    import tifffile
+
+    images, _ = perturbed_stack
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([np.asarray(im) for im in images[:5]]))
+    out = tmp_path / "v.ome.zarr"
+    assert cli.main(["align-stack", str(tmp_path / "stack.tif"), "-o", str(out), "-q"]) == 0
+    assert zarr.open_group(out, mode="r")["0"].shape[0] == 5
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert [s["name"] for s in doc["sections"]][:2] == ["stack.tif[0]", "stack.tif[1]"]
+    assert all(s["matched"] for s in doc["sections"])
