@@ -33,6 +33,7 @@ from .errors import (
 )
 from .image import Image
 from .matcher import WEIGHTINGS, Iteration, Match, Matcher, Matches, fast_size
+from .quality import Seam, seam_scores
 from .placement import MODELS, Placement
 from .placement_result import DroppedMatch, PairFit, PlacementResult
 from .renderer import Renderer
@@ -51,6 +52,8 @@ __all__ = [
     "Matcher",
     "Matches",
     "WEIGHTINGS",
+    "Seam",
+    "seam_scores",
     "fast_size",
     "MODELS",
     "Placement",

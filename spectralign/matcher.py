@@ -261,7 +261,7 @@ class Matcher:
     >>> scene = gaussian_filter(rng.random((300, 400)), 2)
     >>> a, b = scene[:, :300], scene[:, 100:]     # b starts 100 px right of a
     >>> p, p_ = spectralign.Matcher(a, b).refine((200, 150), (103, 148), 128, iters=3)
-    >>> (p_ - p).round(2).tolist()
+    >>> (p_ - p).round(1).tolist()
     [-100.0, 0.0]
     """
 

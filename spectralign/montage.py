@@ -223,6 +223,12 @@ class OverlapFit:
         Median SNR of the small windows (coarse SNR if none was matched).
     rms : float
         RMS residual (px) of the kept windows under the final placement.
+    seam_ncc, seam_rms : float
+        How well the two tiles' pixels agree over the overlap under the
+        final placement (:func:`spectralign.quality.seam_scores`: NCC, and
+        RMS difference in the tiles' units); NaN where not scored.
+    stage_ncc : float
+        The same NCC with the tiles where the stage layout put them.
     """
 
     t: Hashable
@@ -233,6 +239,9 @@ class OverlapFit:
     kept: int
     snr: float
     rms: float
+    seam_ncc: float = float("nan")
+    seam_rms: float = float("nan")
+    stage_ncc: float = float("nan")
 
 
 @dataclass(eq=False)
@@ -350,6 +359,16 @@ class Montage:
         lines.append("worst overlaps (RMS px, SNR, kept/windows):")
         for o in self.worst(n):
             lines.append(f"  {o.t!r} - {o.t_!r}: {o.rms:.3f}, {o.snr:.1f}, {o.kept}/{o.windows}")
+        scored = [o for o in self.overlaps if np.isfinite(o.seam_ncc)]
+        if scored:
+            ncc = np.array([o.seam_ncc for o in scored])
+            stage = np.array([o.stage_ncc for o in scored])
+            lines.append(f"seams (pixel NCC over each overlap): median {np.median(ncc):.3f}, "
+                         f"min {ncc.min():.3f}; at the stage layout: median "
+                         f"{np.nanmedian(stage):.3f}")
+            lines.append("worst seams (NCC placed / at the stage):")
+            for o in sorted(scored, key=lambda o: o.seam_ncc)[:n]:
+                lines.append(f"  {o.t!r} - {o.t_!r}: {o.seam_ncc:.3f} / {o.stage_ncc:.3f}")
         return "\n".join(lines)
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -366,6 +385,8 @@ class Montage:
                       for t in self.tiles],
             "overlaps": [{"a": key(o.t), "b": key(o.t_), "windows": o.windows, "kept": o.kept,
                           "snr": _num(o.snr), "rms": _num(o.rms),
+                          "seam_ncc": _num(o.seam_ncc), "seam_rms": _num(o.seam_rms),
+                          "stage_ncc": _num(o.stage_ncc),
                           "found": [_num(v) for v in o.found]} for o in self.overlaps],
             "snr_threshold": self.snr_threshold,
             "residual_rms": _num(self.placement.rms),
@@ -715,6 +736,8 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
             f"grid, layout and overlap, or the tiles' content.")
     result = pl.solve(model)
     fits = _overlap_fits(result, overlaps)
+    fits = _with_seams(fits, dict(zip(ids, sources)), result.transforms,
+                       {t: nominal[k] for k, t in enumerate(ids)})
     return Montage(placement=result, tiles=dict(zip(ids, sources)), names=dict(zip(ids, names)),
                    nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=fits,
                    snr_threshold=thresholds[1], unmatched=unmatched, tilesize=size,
@@ -894,6 +917,35 @@ def _fine_window(rect, window) -> tuple[int, int]:
     across = min(128, _pow2_at_most(0.8 * min(ow, oh)))
     along = int(min(2 * across, _pow2_at_most(max(ow, oh) / 2, across)))
     return (along, across) if ow >= oh else (across, along)
+
+
+#: A seam this much worse (NCC) than at the stage layout is reported.
+_SEAM_WORSE = 0.05
+
+
+def _with_seams(fits: list[OverlapFit], tiles: dict, transforms: dict, nominal: dict
+                ) -> list[OverlapFit]:
+    """The overlaps with their seam scores, under the placement and at the
+    stage; warns where an overlap's windows matched but the placement made
+    its seam worse than the stage layout's."""
+    from dataclasses import replace
+
+    from .quality import seam_scores
+
+    pairs = [(o.t, o.t_) for o in fits]
+    placed = seam_scores(tiles, transforms, pairs)
+    stage = seam_scores(tiles, nominal, pairs)
+    out = [replace(o, seam_ncc=a.ncc, seam_rms=a.rms, stage_ncc=b.ncc)
+           for o, a, b in zip(fits, placed, stage)]
+    # where windows were kept, the placement should not agree worse than the stage
+    worse = [o for o in out if o.kept and o.seam_ncc < o.stage_ncc - _SEAM_WORSE]
+    if worse:
+        listed = ", ".join(f"{o.t!r}-{o.t_!r} ({o.seam_ncc:.2f} < {o.stage_ncc:.2f})"
+                           for o in worse[:5])
+        warnings.warn(f"{len(worse)} seam(s) agree worse under the placement than at the stage "
+                      f"layout (pixel NCC over the overlap): {listed}; check those tiles' "
+                      f"matches and the layout.", SpectralignWarning, stacklevel=4)
+    return out
 
 
 def _overlap_fits(result: PlacementResult, overlaps) -> list[OverlapFit]:

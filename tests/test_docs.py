@@ -24,3 +24,13 @@ def test_docs_site_builds_strictly(tmp_path):
     for name in ("stitch_grid", "align_stack", "Matcher", "Placement", "Renderer"):
         assert name in api
     assert "Stitch a grid of tiles" in api
+
+
+@pytest.mark.parametrize("module", ["spectralign.matcher", "spectralign.quality",
+                                    "spectralign.datasets"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

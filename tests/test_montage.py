@@ -393,3 +393,27 @@ def test_a_montage_in_separate_pieces_warns_and_names_them(sem_texture, he_slide
     pieces = r"2 separate pieces .*\[\(0, 0\), \(0, 1\), \(0, 2\)\]; \[\(1, 0\)"
     with pytest.warns(SpectralignWarning, match=pieces):
         spectralign.stitch_grid(tiles, grid=(2, 3), overlap=0.2)
+
+
+def test_seam_scores_from_the_pixels_of_the_real_grid():
+    grid = stitch2d_grid()
+    tiles = [grid.tiles[r, c] for r in range(grid.rows) for c in range(grid.cols)]
+    montage = spectralign.stitch_grid(tiles, grid=(3, 2), overlap=(0.23, 0.12))
+    pairs = [(o.t, o.t_) for o in montage.overlaps]
+    reference = spectralign.seam_scores(grid.tiles, grid.reference, pairs)
+    for o, ref in zip(montage.overlaps, reference):
+        assert np.isfinite(o.seam_ncc) and o.seam_ncc >= ref.ncc - 0.03, (o, ref)
+        assert o.stage_ncc < o.seam_ncc - 0.3  # the guessed layout is far off
+    # one tile moved by 3 px: its seams drop, the others do not
+    moved = dict(montage.positions)
+    moved[1, 1] = moved[1, 1] + (3, 0)
+    worse = spectralign.seam_scores(grid.tiles, moved, pairs)
+    for o, w in zip(montage.overlaps, worse):
+        if (1, 1) in (o.t, o.t_):
+            assert w.ncc < o.seam_ncc - 0.1
+        else:
+            assert w.ncc == pytest.approx(o.seam_ncc, abs=1e-6)
+    report = montage.report()
+    assert "seams (pixel NCC" in report and "worst seams" in report
+    doc = json.loads(montage.to_json())
+    assert all("seam_ncc" in ov for ov in doc["overlaps"])
