@@ -339,8 +339,17 @@ class Montage:
         matched = [o for o in self.overlaps if o.kept and np.isfinite(o.rms)]
         return sorted(matched, key=lambda o: -o.rms)[:n]
 
+    def label(self, t: Hashable) -> str:
+        """How the report names tile ``t``: its grid cell, or (tiles placed
+        from positions) its file name."""
+        name = self.names.get(t)
+        if isinstance(t, (int, np.integer)) and name and not name.startswith("tile_"):
+            return name
+        return repr(t)
+
     def report(self, n: int = 5) -> str:
         """A plain-text quality report."""
+        lab = self.label
         res = self.placement
         kept = sum(o.kept for o in self.overlaps)
         total = sum(o.windows for o in self.overlaps)
@@ -352,13 +361,14 @@ class Montage:
         if empty:
             lines.append(f"{len(empty)} overlap(s) without a kept window (small or "
                          f"textureless overlaps, diagonal corners): "
-                         f"{[(o.t, o.t_) for o in empty[:5]]!r}")
+                         f"{', '.join(f'{lab(o.t)} - {lab(o.t_)}' for o in empty[:5])}")
         if self.unmatched:
             lines.append(f"WARNING: {len(self.unmatched)} tile(s) without a kept match, placed "
-                         f"by stage position only: {self.unmatched[:10]!r}")
+                         f"by stage position only: {', '.join(lab(t) for t in self.unmatched[:10])}")
         lines.append("worst overlaps (RMS px, SNR, kept/windows):")
         for o in self.worst(n):
-            lines.append(f"  {o.t!r} - {o.t_!r}: {o.rms:.3f}, {o.snr:.1f}, {o.kept}/{o.windows}")
+            lines.append(f"  {lab(o.t)} - {lab(o.t_)}: {o.rms:.3f}, {o.snr:.1f}, "
+                         f"{o.kept}/{o.windows}")
         scored = [o for o in self.overlaps if np.isfinite(o.seam_ncc)]
         if scored:
             ncc = np.array([o.seam_ncc for o in scored])
@@ -368,7 +378,7 @@ class Montage:
                          f"{np.nanmedian(stage):.3f}")
             lines.append("worst seams (NCC placed / at the stage):")
             for o in sorted(scored, key=lambda o: o.seam_ncc)[:n]:
-                lines.append(f"  {o.t!r} - {o.t_!r}: {o.seam_ncc:.3f} / {o.stage_ncc:.3f}")
+                lines.append(f"  {lab(o.t)} - {lab(o.t_)}: {o.seam_ncc:.3f} / {o.stage_ncc:.3f}")
         return "\n".join(lines)
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:

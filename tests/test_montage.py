@@ -417,3 +417,17 @@ def test_seam_scores_from_the_pixels_of_the_real_grid():
     assert "seams (pixel NCC" in report and "worst seams" in report
     doc = json.loads(montage.to_json())
     assert all("seam_ncc" in ov for ov in doc["overlaps"])
+
+
+def test_report_names_tiles_by_file_when_placed_from_positions(tmp_path):
+    grid = stitch2d_grid()
+    files = []
+    for k, (r, c) in enumerate((r, c) for r in range(3) for c in range(2)):
+        files.append(tmp_path / f"shot_{k}.tif")
+        tifffile.imwrite(files[-1], (np.asarray(grid.tiles[r, c]) * 255).astype(np.uint8))
+    positions = {k: grid.reference[rc] + (3, -2)
+                 for k, rc in enumerate((r, c) for r in range(3) for c in range(2))}
+    montage = spectralign.stitch_grid([str(f) for f in files], positions=positions)
+    report = montage.report()
+    assert "shot_" in report.split("worst overlaps")[1]
+    assert montage.label(0) == "shot_0.tif"
