@@ -39,7 +39,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _ours(tiles, pairs, p0, p0_, sizes, iters):
+def _recipe(tiles, pairs, p0, p0_, sizes, refine_pair):
+    """The README loop, timed: an ``Image`` per tile (made once), then
+    ``refine_pair(img, img_, p0, p0_, size) -> (p, p_, snr)`` per pair."""
     import spectralign
 
     t0 = time.perf_counter()
@@ -49,41 +51,42 @@ def _ours(tiles, pairs, p0, p0_, sizes, iters):
         for k in (i, j):
             if k not in images:
                 images[k] = spectralign.Image(tiles[k])
-        m = spectralign.Matcher(images[i], images[j]).refine(a, b, tuple(size), iters=iters)
-        out_p.append(m.p)
-        out_p_.append(m.p_)
-        snr.append(m.snr)
+        p, p_, s = refine_pair(images[i], images[j], a, b, size)
+        out_p.append(p)
+        out_p_.append(p_)
+        snr.append(s)
         if first is None:
             first = time.perf_counter() - t0
     return np.array(out_p), np.array(out_p_), np.array(snr), time.perf_counter() - t0, first
 
 
-def _original(tiles, pairs, p0, p0_, sizes, iters):
+def _ours(iters):
+    import spectralign
+
+    def refine_pair(img, img_, a, b, size):
+        m = spectralign.Matcher(img, img_).refine(a, b, tuple(size), iters=iters)
+        return m.p, m.p_, m.snr
+
+    return refine_pair
+
+
+def _original(iters):
     import cv2
     import spectralign
 
     cv2.setNumThreads(1)
-    t0 = time.perf_counter()
-    images = {}
-    out_p, out_p_, snr, first = [], [], [], None
-    for (i, j), a, b, size in zip(pairs, p0, p0_, sizes):
-        for k in (i, j):
-            if k not in images:
-                images[k] = spectralign.Image(tiles[k])
+
+    def refine_pair(img, img_, a, b, size):
         p, p_ = np.array(a, float), np.array(b, float)
         siz = (int(size[0]), int(size[1]))
         for _ in range(iters):
-            win = images[i].straightwindow(p, siz)
-            win_ = images[j].straightwindow(p_, siz)
-            swm = spectralign.Swim().align(win, win_)
+            swm = spectralign.Swim().align(img.straightwindow(p, siz),
+                                           img_.straightwindow(p_, siz))
             d = np.asarray(swm.shift, float)
             p, p_ = p - d / 2, p_ + d / 2
-        out_p.append(p)
-        out_p_.append(p_)
-        snr.append(float(swm.snr))
-        if first is None:
-            first = time.perf_counter() - t0
-    return np.array(out_p), np.array(out_p_), np.array(snr), time.perf_counter() - t0, first
+        return p, p_, float(swm.snr)
+
+    return refine_pair
 
 
 def main(argv):
@@ -93,9 +96,9 @@ def main(argv):
     with np.load(argv[2]) as data:
         job = {k: data[k] for k in ("tiles", "pairs", "p0", "p0_", "sizes")}
         iters = int(data["iters"])
-    run = _ours if argv[1] == "ours" else _original
-    p, p_, snr, seconds, first = run(job["tiles"], job["pairs"], job["p0"], job["p0_"],
-                                    job["sizes"], iters)
+    refine_pair = (_ours if argv[1] == "ours" else _original)(iters)
+    p, p_, snr, seconds, first = _recipe(job["tiles"], job["pairs"], job["p0"], job["p0_"],
+                                         job["sizes"], refine_pair)
     np.savez(argv[3], p=p, p_=p_, snr=snr, seconds=np.float64(seconds),
              first_seconds=np.float64(first))
     return 0

@@ -20,6 +20,18 @@ _EDGE_EPS = 1e-6
 _jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
 
 @_jit
+def _store_weighted(a1, a2, c, g):  # pragma: no cover
+    # coefficient c of two float32 rows of complex spectra <- g * a1 conj(a2)
+    re1, im1 = a1[2 * c], a1[2 * c + 1]
+    re2, im2 = a2[2 * c], a2[2 * c + 1]
+    xr = (re1 * re2 + im1 * im2) * g
+    xi = (im1 * re2 - re1 * im2) * g
+    a1[2 * c] = xr
+    a1[2 * c + 1] = xi
+    a2[2 * c] = xr
+    a2[2 * c + 1] = xi
+
+@_jit
 def _apodize_numba(img, origins, fill, apod, out, w_sum):  # pragma: no cover
     n = origins.shape[0]
     h, w = apod.shape
@@ -132,15 +144,7 @@ def _weigh_numba(f1, f2, exponent, noise_floor, dead):  # pragma: no cover
             for c in range(m):
                 bits[c] = np.int32(np.float32(bits[c]) * e32 + offset)
             for c in range(m):
-                re1, im1 = a1[2 * c], a1[2 * c + 1]
-                re2, im2 = a2[2 * c], a2[2 * c + 1]
-                wgt = mag[c] * coherence[c]
-                xr = (re1 * re2 + im1 * im2) * wgt  # X = s1 * conj(s2)
-                xi = (im1 * re2 - re1 * im2) * wgt
-                a1[2 * c] = xr
-                a1[2 * c + 1] = xi
-                a2[2 * c] = xr
-                a2[2 * c + 1] = xi
+                _store_weighted(a1, a2, c, mag[c] * coherence[c])
 
 
 @_jit
@@ -223,15 +227,7 @@ def _weigh_snr_numba(f1, f2, index, counts, first_noise, mismatch, dynamic_range
             a2 = f2[k, r]
             row = index[r]
             for c in range(m):
-                g = wt[row[c]]
-                re1, im1 = a1[2 * c], a1[2 * c + 1]
-                re2, im2 = a2[2 * c], a2[2 * c + 1]
-                xr = (re1 * re2 + im1 * im2) * g  # X = s1 * conj(s2)
-                xi = (im1 * re2 - re1 * im2) * g
-                a1[2 * c] = xr
-                a1[2 * c + 1] = xi
-                a2[2 * c] = xr
-                a2[2 * c + 1] = xi
+                _store_weighted(a1, a2, c, wt[row[c]])
 
 @_jit
 def _peaks_numba(corr, spectra, argmax, total, energy, kx, ky, hermitian,

@@ -7,9 +7,9 @@ costs nothing; once a plan has spent ``MEASURE_AFTER`` seconds executing,
 it is planned again with ``FFTW_MEASURE``.  Measuring takes 0.3 to 0.9 s
 per shape here and the measured plan is 1.2 to 1.5 times faster (1.5 at
 1024 x 1024), so it pays for itself after some 3 s of executing: small
-jobs never pay for planning and large ones soon run on measured plans.  FFTW accumulates wisdom in the process,
-so a second thread that plans a shape already measured by another pays
-almost nothing.  Set the environment variable ``SPECTRALIGN_FFTW_WISDOM``
+jobs never pay for planning and large ones soon run on measured plans.
+FFTW accumulates wisdom in the process, so a second thread that plans a
+shape already measured by another pays almost nothing.  Set the environment variable ``SPECTRALIGN_FFTW_WISDOM``
 to a file path to keep that wisdom between processes.  Without pyfftw,
 ``scipy.fft`` is used.
 """
@@ -120,27 +120,26 @@ class RealFFT2:
         self.measured = measure or self._fwd is None
         self.seconds = 0.0  # spent executing, while not measured
 
+    def _execute(self, fftw) -> None:
+        """Run an FFTW plan, timing it while it is only estimated."""
+        if self.measured:
+            fftw.execute()
+            return
+        t0 = time.perf_counter()
+        fftw.execute()
+        self.seconds += time.perf_counter() - t0
+
     def forward(self) -> None:
         """Transform all of ``real`` into ``spectrum``."""
         if self._fwd is not None:
-            if self.measured:
-                self._fwd.execute()
-            else:
-                t0 = time.perf_counter()
-                self._fwd.execute()
-                self.seconds += time.perf_counter() - t0
+            self._execute(self._fwd)
         else:
             self.spectrum[...] = scipy.fft.rfft2(self.real, workers=self._threads)
 
     def backward(self) -> None:
         """Transform ``spectrum[:B]`` back into ``real[:B]`` (unnormalized)."""
         if self._bwd is not None:
-            if self.measured:
-                self._bwd.execute()
-            else:
-                t0 = time.perf_counter()
-                self._bwd.execute()
-                self.seconds += time.perf_counter() - t0
+            self._execute(self._bwd)
         else:
             b = self.batch
             self.real[:b] = scipy.fft.irfft2(self.spectrum[:b], s=self.shape,

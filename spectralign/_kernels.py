@@ -181,17 +181,17 @@ def weigh_snr(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, int], dead: np.n
     ``compiled=False`` runs the numpy maths even where numba is installed.
     """
     dead = np.ascontiguousarray(dead, dtype=np.bool_)
-    index, counts, first_noise = _spectral.radial_bins(tuple(shape))
     loops = _loops(compiled)
     if loops is None:
         x = _spectral.snr_weighted_cross_power(s1, s2, shape)
         x[dead] = 0
         s1[...] = x
         return
+    index, counts, first_noise = _spectral.radial_bins(tuple(shape))
     b, h, m = s1.shape
     loops._weigh_snr_numba(s1.view(np.float32).reshape(b, h, 2 * m),
-                     s2.view(np.float32).reshape(b, h, 2 * m),
-                     index, counts, int(first_noise), float(_spectral.MISMATCH),
+                           s2.view(np.float32).reshape(b, h, 2 * m),
+                           index, counts, int(first_noise), float(_spectral.MISMATCH),
                            float(_spectral.DYNAMIC_RANGE), float(_spectral.SIGNIFICANCE), dead)
 
 
@@ -211,8 +211,8 @@ def weigh_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
     else:
         b, h, m = s1.shape
         loops._weigh_numba(s1.view(np.float32).reshape(b, h, 2 * m),
-                     s2.view(np.float32).reshape(b, h, 2 * m),
-                     float(exponent), float(noise_floor), dead)
+                           s2.view(np.float32).reshape(b, h, 2 * m),
+                           float(exponent), float(noise_floor), dead)
 
 
 def surface_stats(corr: np.ndarray, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,9 +3,10 @@
 Loading numba and the cached machine code of the loops takes about a
 second in a fresh process (seconds more on the first run after an
 install, when they are compiled), most of it holding the interpreter's
-lock, while the loops make matching 1.3 to 3 times faster than the numpy
-maths: more than a script that matches a hundred tile pairs gains.  So matching starts with the numpy
-maths (the same numbers to float32 rounding), and once a process has spent
+lock; the loops make matching 1.3 to 3 times faster than the numpy maths,
+which repays that only after a hundred tile pairs or so.  So matching
+starts with the numpy maths (the same numbers to float32 rounding), and
+once a process has spent
 ``LOAD_AFTER`` seconds matching that way, :func:`spent` starts loading the
 compiled loops on a background thread, which also runs one tiny
 refinement so that every loop is compiled for the types matching uses.

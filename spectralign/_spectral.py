@@ -314,13 +314,15 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
     (bins,) float64 array
         Zero where a bin has no shared signal above the noise.
     """
+    def coherence(x, p1, p2):  # g2 = max(x, 0)^2 / (p1 p2)
+        return max(x, 0.0) ** 2 / max(p1 * p2, 1e-300)
+
     cnt = np.maximum(counts, 1)
     tail = max(counts[first_noise:].sum(), 1)
     band1 = power1[first_noise:].sum()
     band2 = power2[first_noise:].sum()
-    shared = max(cross[first_noise:].sum(), 0.0)
-    if shared > 0:  # less the shared power times the band's coherence
-        shared *= shared**2 / (band1 * band2)
+    shared = max(cross[first_noise:].sum(), 0.0)  # less it times the band's coherence
+    shared *= coherence(shared, band1, band2)
     n1 = max(band1 - shared, 0.0) / tail
     n2 = max(band2 - shared, 0.0) / tail
     margin = 1 + significance / np.sqrt(cnt)
@@ -330,13 +332,12 @@ def snr_weights(power1: np.ndarray, power2: np.ndarray, cross: np.ndarray, count
     n1 = max(n1, dynamic_range * (s1 * cnt).sum() / total)
     n2 = max(n2, dynamic_range * (s2 * cnt).sum() / total)
     ps = np.sqrt(s1 * s2)
-    denom = ps * (n1 + n2) + n1 * n2 + mismatch * ps**2
     # the lowest bin: its own coherence sets its mismatch (the tiles' shading)
-    g2 = max(cross[0], 0.0) ** 2 / max(power1[0] * power2[0], 1e-300)
-    mm0 = (1 - g2) / g2 if g2 > 0 else np.inf
-    if ps[0] > 0:
-        denom[0] = ps[0] * (n1 + n2) + n1 * n2 + max(mismatch, mm0) * ps[0] ** 2
+    g2 = coherence(cross[0], power1[0], power2[0])
+    mm = np.full(len(ps), mismatch)
+    mm[0] = max(mismatch, (1 - g2) / g2) if g2 > 0 else np.inf
     with np.errstate(divide="ignore", invalid="ignore"):
+        denom = ps * (n1 + n2) + n1 * n2 + mm * ps**2  # inf * 0 -> NaN where ps = 0
         return np.where(ps > 0, ps / np.where(denom > 0, denom, 1.0), 0.0)
 
 

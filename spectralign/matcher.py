@@ -216,7 +216,10 @@ class Matcher:
         generalized cross-correlation, Knapp and Carter 1976,
         doi:10.1109/TASSP.1976.1162830).  It is 2 to 3 times more accurate
         than ``"swiftir"`` on blurred tiles with noise as strong as the
-        signal, and as accurate on clean ones (``docs/benchmarks.md``).
+        signal, and as accurate on clean ones; on *sharp* content (signal
+        up to Nyquist) with noise as strong as the signal it is less
+        accurate (0.09 against 0.06 px, ``docs/benchmarks.md``), since it
+        takes the sharp detail above 0.4 cycles/px for noise.
         ``"swiftir"`` is SWiFT-IR's partial whitening, ``|X| ** whiten``,
         with the coherence factor of ``noise_floor``.
     whiten : float, keyword-only
@@ -245,8 +248,8 @@ class Matcher:
     same centre, so any size costs about what a power of two does.
 
     Making a Matcher reads nothing of the images.  A process matches with
-    numpy at first; once that has taken two seconds, the
-    compiled loops are loaded on a background thread and used as soon as
+    numpy at first; once that has taken two seconds, the compiled loops
+    are loaded on a background thread and used as soon as
     they are ready (the two give the same numbers to float32 rounding), so
     a small job never waits for them and a large one soon runs on them.
 
