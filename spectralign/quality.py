@@ -139,16 +139,17 @@ def seam_scores(tiles: Mapping[Hashable, Any], transforms: Mapping[Hashable, Any
         ys = np.arange(lo[1] + step / 2, hi[1], step)
         pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
         # keep the points inside both tiles (the boxes of turned tiles are larger)
+        inv1, inv2 = a.inverse(), b.inverse()
         inside = np.ones(len(pts), bool)
-        for aff, (h, w) in ((a, (h1, w1)), (b, (h2, w2))):
-            xy = aff.inverse()(pts)
+        for inv, (h, w) in ((inv1, (h1, w1)), (inv2, (h2, w2))):
+            xy = inv(pts)
             inside &= (xy[:, 0] >= 0) & (xy[:, 0] <= w - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1)
         pts = pts[inside]
         if len(pts) < _MIN_SIDE * _MIN_SIDE:
             out.append(Seam(t, t_, float("nan"), float("nan"), int(len(pts))))
             continue
-        v1 = _sample(sources[t], a.inverse(), pts, h1, w1, smooth)
-        v2 = _sample(sources[t_], b.inverse(), pts, h2, w2, smooth)
+        v1 = _sample(sources[t], inv1, pts, h1, w1, smooth)
+        v2 = _sample(sources[t_], inv2, pts, h2, w2, smooth)
         d1, d2 = v1 - v1.mean(), v2 - v2.mean()
         den = np.sqrt((d1 * d1).sum() * (d2 * d2).sum())
         ncc = float((d1 * d2).sum() / den) if den > 0 else float("nan")
