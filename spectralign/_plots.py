@@ -43,8 +43,8 @@ def plot_montage(montage, folder: Path, n: int = 3) -> list[Path]:
         ax.autoscale_view()
         ax.set_title(label)
         fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.8)
-    fig.suptitle("lines join matched tiles (dotted: no kept window; x: tile placed by "
-                 "stage position only)")
+    fig.suptitle("lines join matched tiles (dotted: no kept window; x: tile placed by the "
+                 "stage offsets to its neighbours)")
     path = folder / "overlaps.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -13,7 +13,7 @@ from .affine import Affine
 from .image import Image
 
 __all__ = ["GridDataset", "stitch2d_grid", "SyntheticGrid", "synthetic_grid",
-           "perturb_sections"]
+           "perturb_sections", "graph_paper"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,49 @@ def synthetic_grid(image: np.ndarray, grid: tuple[int, int] = (4, 4), tile: int 
             out = _jpeg_roundtrip(out, lo, hi, int(jpeg))
         tiles.append(out.astype(np.float32))
     return SyntheticGrid(tiles, truth, nominal, (rows, cols), overlap)
+
+
+def graph_paper(shape: tuple[int, int] = (1400, 1800), period: float = 24.0, *,
+                marks: int = 80, seed: int = 0) -> np.ndarray:
+    """A picture of graph paper: periodic content, the hard case for matching.
+
+    Thin dark lines every ``period`` px and thicker ones every five periods,
+    both ways, on white, with ``marks`` sparse pen marks (a few short strokes
+    each) that alone tell one period from the next.  Cut grids from it with
+    :func:`synthetic_grid` (with ``psf`` and ``noise``, as a camera would).
+
+    Parameters
+    ----------
+    shape : (height, width)
+    period : float
+        Line spacing (px).
+    marks : int
+        Pen marks over the whole picture (few: most overlaps hold none).
+    seed : int
+
+    Returns
+    -------
+    (height, width) float64 array in [0, 1]
+    """
+    h, w = shape
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    img = np.ones((h, w))
+    for v in (xx, yy):
+        img -= 0.35 * ((v + 3) % period < 1.2)
+        img -= 0.3 * ((v + 3) % (5 * period) < 2.0)
+    ink = np.zeros((h, w), bool)
+    t = np.linspace(0, 1, 60)
+    for _ in range(marks):
+        cx, cy = rng.uniform(50, w - 50), rng.uniform(50, h - 50)
+        for _ in range(4):
+            a, length = rng.uniform(0, 2 * np.pi), rng.uniform(10, 30)
+            x0, y0 = cx + rng.uniform(-15, 15), cy + rng.uniform(-15, 15)
+            xs = np.clip((x0 + length * t * np.cos(a)).astype(int), 0, w - 1)
+            ys = np.clip((y0 + length * t * np.sin(a)).astype(int), 0, h - 1)
+            ink[ys, xs] = True
+    img -= 0.8 * scipy.ndimage.binary_dilation(ink, iterations=2)
+    return np.clip(img, 0, 1)
 
 
 def _jpeg_roundtrip(tile: np.ndarray, lo: float, hi: float, quality: int) -> np.ndarray:

@@ -15,11 +15,17 @@ and a way to render.  It is built from the three core classes:
    along the found overlap gives the matches that the placement uses.
 3. Windows are kept when their SNR beats a threshold learned from the data:
    the same windows cut from pairs of tiles that do *not* overlap show what
-   a meaningless match scores.
+   a meaningless match scores.  Where content is periodic or sparse (graph
+   paper, blank resin with a few features) windows also match a period off,
+   and the threshold is high; there the pixels decide: a coarse offset is
+   taken when the two tiles agree clearly better there than at the stage
+   offset, and its windows need only agree with it.
 4. :class:`Placement` places every tile (robust to bad matches), with a
-   faint prior at the stage position so that a tile without a good match
-   stays where the stage put it (and is reported) instead of breaking the
-   montage.
+   faint prior at the stage position as the gauge.  Pairs tied only by the
+   pixels' evidence are let go where the placement cannot fit them (a
+   period's shift fits nothing else), and a tile without any tie keeps the
+   stage layout's offsets to its placed neighbours (and is reported), so
+   that it does not tear seams the stage had right.
 """
 
 from __future__ import annotations
@@ -229,6 +235,12 @@ class OverlapFit:
         RMS difference in the tiles' units); NaN where not scored.
     stage_ncc : float
         The same NCC with the tiles where the stage layout put them.
+    source : str
+        What ties the two tiles in the placement: ``"windows"`` (kept small
+        windows), ``"coarse"`` (no small window was kept, but the coarse
+        offset makes the seam clearly better than the stage offset does, so
+        the pair is tied by it), or ``""`` (nothing: the pair does not
+        constrain the placement).
     """
 
     t: Hashable
@@ -242,6 +254,7 @@ class OverlapFit:
     seam_ncc: float = float("nan")
     seam_rms: float = float("nan")
     stage_ncc: float = float("nan")
+    source: str = ""
 
 
 @dataclass(eq=False)
@@ -263,8 +276,9 @@ class Montage:
     snr_threshold : float
         SNR a small window had to beat to be kept.
     unmatched : list
-        Tiles that no kept window ties to a neighbour: placed by their
-        stage position alone.
+        Tiles that nothing ties to a neighbour: placed with the stage
+        layout's offsets to their placed neighbours (or at their stage
+        position, where no neighbour is placed).
     tilesize : (width, height)
     sections : list of lists, optional
         For a stack of montaged sections: the tiles of each section, in
@@ -357,14 +371,20 @@ class Montage:
                  f"windows kept (SNR threshold {self.snr_threshold:.1f}), "
                  f"{res.ndropped} dropped by the placement",
                  f"residuals: RMS {res.rms:.3f} px, max {res.max:.3f} px"]
-        empty = [o for o in self.overlaps if not o.kept]
+        coarse = [o for o in self.overlaps if o.source == "coarse"]
+        if coarse:
+            lines.append(f"{len(coarse)} overlap(s) tied by their coarse offset alone (no small "
+                         f"window kept; the pixels agree clearly better there than at the "
+                         f"stage): {', '.join(f'{lab(o.t)} - {lab(o.t_)}' for o in coarse[:5])}")
+        empty = [o for o in self.overlaps if not o.source]
         if empty:
-            lines.append(f"{len(empty)} overlap(s) without a kept window (small or "
-                         f"textureless overlaps, diagonal corners): "
+            lines.append(f"{len(empty)} overlap(s) that do not tie their tiles (small, "
+                         f"textureless or periodic overlaps, diagonal corners): "
                          f"{', '.join(f'{lab(o.t)} - {lab(o.t_)}' for o in empty[:5])}")
         if self.unmatched:
             lines.append(f"WARNING: {len(self.unmatched)} tile(s) without a kept match, placed "
-                         f"by stage position only: {', '.join(lab(t) for t in self.unmatched[:10])}")
+                         f"with the stage layout's offsets to their neighbours: "
+                         f"{', '.join(lab(t) for t in self.unmatched[:10])}")
         lines.append("worst overlaps (RMS px, SNR, kept/windows):")
         for o in self.worst(n):
             lines.append(f"  {lab(o.t)} - {lab(o.t_)}: {o.rms:.3f}, {o.snr:.1f}, "
@@ -393,7 +413,8 @@ class Montage:
                        "position": [float(v) for v in self.positions[t]],
                        "transform": np.asarray(self.transforms[t].matrix).tolist()}
                       for t in self.tiles],
-            "overlaps": [{"a": key(o.t), "b": key(o.t_), "windows": o.windows, "kept": o.kept,
+            "overlaps": [{"a": key(o.t), "b": key(o.t_), "source": o.source,
+                          "windows": o.windows, "kept": o.kept,
                           "snr": _num(o.snr), "rms": _num(o.rms),
                           "seam_ncc": _num(o.seam_ncc), "seam_rms": _num(o.seam_rms),
                           "stage_ncc": _num(o.stage_ncc),
@@ -703,10 +724,6 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
     cache = _TileCache(sources, cache_size + 4 * workers)
     thresholds = ((float(snr_threshold),) * 2 if snr_threshold is not None
                   else _learn_threshold(cache, nominal, pairs, size, windows, window))
-    pl = Placement()
-    overlaps = []
-    tied = set()
-
     def one(pair):
         return _match_pair(cache, pair[0], pair[1], nominal, size, windows, window, thresholds)
 
@@ -715,18 +732,19 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
     else:  # pairs in raster order over threads; results kept in pair order
         with ThreadPoolExecutor(workers) as pool:
             fits = list(wrap(_Sized(pool.map(one, pairs), len(pairs))))
-    for (i, j), (p, p_, info) in zip(pairs, fits):
-        if len(p):
-            pl.addmatches(ids[i], ids[j], p, p_, weights=info.get("weights"))
-            tied.update((i, j))
-        overlaps.append((ids[i], ids[j], info))
-    for k, t in enumerate(ids):  # faint stage priors: unmatched tiles stay put
-        pl.addprior(t, tuple(nominal[k]), weight=_PRIOR_WEIGHT)
+    if not any(len(p) for p, _, _ in fits):
+        raise NoMatchesError(
+            f"Expected matches between overlapping tiles. Got none in {len(pairs)} overlapping "
+            f"pair(s) (SNR thresholds {thresholds[0]:.1f} / {thresholds[1]:.1f}); check the "
+            f"grid, layout and overlap, or the tiles' content.")
+    result, fits = _place(model, ids, nominal, pairs, fits)
+    overlaps = [(ids[i], ids[j], info) for (i, j), (_, _, info) in zip(pairs, fits)]
+    tied = {k for (i, j), (p, _, _) in zip(pairs, fits) if len(p) for k in (i, j)}
     unmatched = [ids[k] for k in range(len(ids)) if k not in tied]
     if unmatched:
-        warnings.warn(f"{len(unmatched)} tile(s) have no kept match with a neighbour and are "
-                      f"placed by stage position only: {unmatched[:10]!r}", SpectralignWarning,
-                      stacklevel=3)
+        warnings.warn(f"{len(unmatched)} tile(s) have no kept match with a neighbour and keep "
+                      f"the stage layout's offsets to their neighbours: {unmatched[:10]!r}",
+                      SpectralignWarning, stacklevel=3)
     matched_pairs = [(i, j) for (i, j), (p, _, _) in zip(pairs, fits) if len(p)]
     if matched_pairs:
         pieces = _pieces(len(ids), matched_pairs)
@@ -739,12 +757,6 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
                 f"their places relative to each other come from the stage layout alone. "
                 f"Check the layout (flip, major, snake/raster) and the overlap. Pieces: "
                 f"{shown}", SpectralignWarning, stacklevel=3)
-    if not pl.nmatches:
-        raise NoMatchesError(
-            f"Expected matches between overlapping tiles. Got none in {len(pairs)} overlapping "
-            f"pair(s) (SNR thresholds {thresholds[0]:.1f} / {thresholds[1]:.1f}); check the "
-            f"grid, layout and overlap, or the tiles' content.")
-    result = pl.solve(model)
     fits = _overlap_fits(result, overlaps)
     fits = _with_seams(fits, dict(zip(ids, sources)), result.transforms,
                        {t: nominal[k] for k, t in enumerate(ids)})
@@ -752,6 +764,72 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
                    nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=fits,
                    snr_threshold=thresholds[1], unmatched=unmatched, tilesize=size,
                    cells=dict(zip(ids, cells)) if cells else {}, sections=sections)
+
+
+#: A pair tied by weak evidence (shown by its pixels, not by its SNR) is let go
+#: when the placement leaves it this far (px RMS) from its matches.
+_WEAK_RESIDUAL = 2.0
+
+
+def _place(model, ids, nominal, pairs, fits):
+    """Place the tiles by the matched pairs.
+
+    Pairs tied by weak evidence (periodic or sparse content, shown by the
+    pixels rather than the SNR) are let go, the worst first, while the
+    placement leaves them more than ``_WEAK_RESIDUAL`` px from their
+    matches: a period's shift fits its own pair and nothing else.  Tiles
+    that nothing ties then move with their tied neighbours (keeping the
+    stage layout's offsets to them), so that they do not tear the seams
+    that the stage layout had right.  Returns the result and the fits.
+    """
+    from dataclasses import replace
+
+    fits = list(fits)
+    for _ in range(10):
+        pl = Placement()
+        for (i, j), (p, p_, info) in zip(pairs, fits):
+            if len(p):
+                pl.addmatches(ids[i], ids[j], p, p_, weights=info.get("weights"))
+        for k, t in enumerate(ids):  # faint stage priors: the gauge of each piece
+            pl.addprior(t, tuple(nominal[k]), weight=_PRIOR_WEIGHT)
+        result = pl.solve(model)
+        rms = {}
+        for pf in result.pairs:
+            rms[(pf.t, pf.t_)] = rms[(pf.t_, pf.t)] = pf.rms
+        bad = {k: rms.get((ids[i], ids[j]), 0.0)
+               for k, ((i, j), (p, _, info)) in enumerate(zip(pairs, fits))
+               if len(p) and info.get("weak")}
+        bad = {k: r for k, r in bad.items() if r > _WEAK_RESIDUAL}
+        if not bad:
+            break
+        worst = max(bad.values())
+        for k, r in bad.items():
+            if r >= 0.5 * worst:
+                info = dict(fits[k][2], source="", kept=0, weights=None, let_go=True)
+                fits[k] = (np.zeros((0, 2)), np.zeros((0, 2)), info)
+    tied = {k for (i, j), (p, _, _) in zip(pairs, fits) if len(p) for k in (i, j)}
+    if tied and len(tied) < len(ids):
+        index = {t: n for n, t in enumerate(result.tiles)}
+        mats = result.fit.mats.copy()
+        near: dict[int, list[int]] = {}
+        for i, j in pairs:
+            near.setdefault(i, []).append(j)
+            near.setdefault(j, []).append(i)
+        placed = set(tied)
+        while True:  # in rings around the tied tiles
+            ring = {k: [n for n in near.get(k, ()) if n in placed]
+                    for k in range(len(ids)) if k not in placed}
+            ring = {k: v for k, v in ring.items() if v}
+            if not ring:
+                break
+            for k, nbrs in ring.items():
+                m = [mats[index[ids[n]]].copy() for n in nbrs]
+                for mm, n in zip(m, nbrs):
+                    mm[:, 2] += mm[:, :2] @ (nominal[k] - nominal[n])
+                mats[index[ids[k]]] = np.mean(m, axis=0)
+            placed.update(ring)
+        result = replace(result, fit=replace(result.fit, mats=mats))
+    return result, fits
 
 
 def _pieces(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
@@ -838,24 +916,112 @@ def _stage_positions(positions: Any, names: list[str], sources=None, keys=None) 
     return out
 
 
+#: The lowest SNR a window may have to count at all, whatever was learned.
+_SNR_FLOOR = 5.0
+#: How much better (pixel NCC over the overlap) a coarse offset must make the
+#: seam than the stage offset does, to be taken when the SNR alone does not
+#: show it (periodic or sparse content, whose windows also match elsewhere).
+_VERIFY_MARGIN = 0.1
+#: ... and the seam there must agree at least this well (unrelated content
+#: reaches 0.2-0.3 over a small corner).
+_VERIFY_NCC = 0.5
+
+
+def _pair_ncc(a, b, offsets) -> np.ndarray:
+    """Seam NCC of tiles ``a`` and ``b`` with ``b`` at each of ``offsets``
+    from ``a``, all over the same points of ``a`` (the part of ``a`` that
+    ``b`` covers at every offset), so that the scores compare fairly; -1
+    where that part is too small to score."""
+    from ._source import as_source
+    from .quality import _sample
+
+    offsets = np.asarray(offsets, float).reshape(-1, 2)
+    (h1, w1), (h2, w2) = a.shape, b.shape
+    lo = np.maximum(offsets.max(0), 0) + 1
+    hi = np.minimum(offsets.min(0) + (w2, h2), (w1, h1)) - 2
+    size = hi - lo
+    if np.any(size < 8):
+        return np.full(len(offsets), -1.0)
+    step = max(1.0, float(np.sqrt(size[0] * size[1] / 20_000)))
+    xs, ys = np.arange(lo[0], hi[0], step), np.arange(lo[1], hi[1], step)
+    pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+    sa, sb = as_source(a), as_source(b)
+    v1 = _sample(sa, Affine(), pts, h1, w1, 1.0)
+    d1 = v1 - v1.mean()
+    out = []
+    for off in offsets:
+        v2 = _sample(sb, Affine.translator(-off), pts, h2, w2, 1.0)
+        d2 = v2 - v2.mean()
+        den = np.sqrt((d1 * d1).sum() * (d2 * d2).sum())
+        out.append(float((d1 * d2).sum() / den) if den > 0 else -1.0)
+    return np.array(out)
+
+
+def _shown(a, b, found, nominal_off) -> bool:
+    """Do the pixels show ``found`` (clearly better seam than the stage offset)?"""
+    s = _pair_ncc(a, b, [found, nominal_off])
+    return bool(s[0] >= max(s[1] + _VERIFY_MARGIN, _VERIFY_NCC))
+
+
 def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
-    """Coarse window, then a row of small windows, for tiles i and j."""
+    """Coarse window, then a row of small windows, for tiles i and j.
+
+    A coarse offset that the learned SNR threshold does not accept is still
+    taken when the pixels show it: the seam agrees clearly better there than
+    at the stage offset (periodic content such as graph paper, whose windows
+    also match at a period's shift, or sparse content).  The small windows of
+    such a pair need only the SNR floor and agreement with the coarse offset.
+    When no small window is kept but the coarse offset is shown by the
+    pixels, the pair is tied by the coarse offset alone (``source`` is
+    ``"coarse"``).
+    """
     pa, pb = nominal[i], nominal[j]
     rect = _overlap(pa, pb, size)
     a, b = cache[i], cache[j]
     m = Matcher(a, b)
     c1, c2, cwin = _coarse_geometry(rect, pa, pb, size)
-    coarse = m.refine(c1, c2, cwin, iters=5, tolerance=0.05)
+    first = m.refine(c1, c2, cwin, iters=1)
+    coarse = m.refine(first.p, first.p_, cwin, iters=4, tolerance=0.05)
     found = coarse.p - coarse.p_  # offset of b from a
     nominal_off = pb - pa
     info = dict(nominal=nominal_off, found=np.full(2, np.nan), windows=0, kept=0,
-                snr=float(coarse.snr))
-    if not np.isfinite(coarse.snr) or coarse.snr < thresholds[0]:
-        return np.zeros((0, 2)), np.zeros((0, 2)), info
+                snr=float(coarse.snr), source="")
+    none = np.zeros((0, 2)), np.zeros((0, 2)), info
+    if not np.isfinite(coarse.snr):
+        return none
+    significant = coarse.snr >= thresholds[0]
+    shown = None  # do the pixels show the coarse offset? (computed when needed)
+    # a diagonal neighbour's corner is too small for the pixels to decide: its
+    # coarse offset must be significant, and it needs windows of its own
+    corner = rect[2] - rect[0] < 0.5 * size[0] and rect[3] - rect[1] < 0.5 * size[1]
+    if corner and not significant:
+        return none
+    step = found - (first.p - first.p_)
+    if np.hypot(*step) > max(3.0, 0.1 * min(cwin)):
+        # the peak moved on by a whole step after the first iteration: periodic
+        # content, whose peaks repeat (each new window finds the next one).  The
+        # pixels choose among the repeats along that step and the stage offset:
+        # the best seam, and of seams as good, the one nearest the stage offset
+        f1 = first.p - first.p_
+        cands = [nominal_off] + [f1 + k * step for k in range(-3, 4)]
+        cands = [c for c in cands if _overlap(pa, pa + c, size) is not None]
+        score = _pair_ncc(a, b, cands)
+        near = np.array([np.hypot(*(c - nominal_off)) for c in cands])
+        good = np.flatnonzero(score >= score.max() - 0.02)
+        best = int(good[np.argmin(near[good])])
+        found = cands[best]
+        significant = False
+        shown = best > 0 and score[best] >= max(score[0] + _VERIFY_MARGIN, _VERIFY_NCC)
+        if not shown:
+            return none
+    if _overlap(pa, pa + found, size) is None:
+        return none
+    if not significant:
+        shown = _shown(a, b, found, nominal_off)
+        if not shown:
+            return none
     info["found"] = found
     rect_f = _overlap(pa, pa + found, size)
-    if rect_f is None:
-        return np.zeros((0, 2)), np.zeros((0, 2)), info
     ow, oh = rect_f[2] - rect_f[0], rect_f[3] - rect_f[1]
     if min(ow / size[0], oh / size[1]) > 0.5:  # tiles of neighbouring sections: a grid
         side = min(256, _pow2_at_most(min(ow, oh) / 4))
@@ -874,16 +1040,31 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
                          interpolate=True)
     # keep windows that are significant and agree with the coarse offset
     agree = np.hypot(*((fine.p - fine.p_) - found).T) < max(3.0, 0.1 * min(win))
-    keep = (fine.snr >= thresholds[1]) & agree & np.isfinite(fine.snr)
+    level = thresholds[1] if significant else _SNR_FLOOR
+    keep = (fine.snr >= level) & agree & np.isfinite(fine.snr)
     if keep.sum() < max(2, (len(keep) + 1) // 2):
         # a real overlap shows in most of its windows; one or two lucky windows
         # agreeing with a coarse peak that was itself luck are not a match
         keep[:] = False
-    info.update(windows=len(P), kept=int(keep.sum()), snr=float(np.median(fine.snr)))
-    # the spread of a correlation peak's position goes as 1 / SNR^2: windows
-    # weigh by SNR^2 (relative to the threshold, to keep the weights near 1)
-    info["weights"] = (fine.snr[keep] / thresholds[1]) ** 2
-    return fine.p[keep], fine.p_[keep], info
+    info.update(windows=len(P), kept=int(keep.sum()), snr=float(np.median(fine.snr)),
+                weak=not significant)
+    if keep.any():
+        info["source"] = "windows"
+        # the spread of a correlation peak's position goes as 1 / SNR^2: windows
+        # weigh by SNR^2 (relative to the threshold, to keep the weights near 1)
+        info["weights"] = (fine.snr[keep] / thresholds[1]) ** 2
+        return fine.p[keep], fine.p_[keep], info
+    if shown is None:
+        shown = not corner and _shown(a, b, found, nominal_off)
+    if not shown:
+        return none
+    # the coarse offset alone: a translation between the tiles, at the windows'
+    # centres (two points or more, so that every model stays determined),
+    # weighing as much in all as one window at the threshold
+    info["source"] = "coarse"
+    info["weak"] = True
+    info["weights"] = np.full(len(P), 1.0 / len(P))
+    return P, P - found, info
 
 
 def _learn_threshold(cache, nominal, pairs, size, nwin, window) -> tuple[float, float]:
@@ -948,7 +1129,7 @@ def _with_seams(fits: list[OverlapFit], tiles: dict, transforms: dict, nominal: 
     out = [replace(o, seam_ncc=a.ncc, seam_rms=a.rms, stage_ncc=b.ncc)
            for o, a, b in zip(fits, placed, stage)]
     # where windows were kept, the placement should not agree worse than the stage
-    worse = [o for o in out if o.kept and o.seam_ncc < o.stage_ncc - _SEAM_WORSE]
+    worse = [o for o in out if o.source and o.seam_ncc < o.stage_ncc - _SEAM_WORSE]
     if worse:
         listed = ", ".join(f"{o.t!r}-{o.t_!r} ({o.seam_ncc:.2f} < {o.stage_ncc:.2f})"
                            for o in worse[:5])
@@ -965,5 +1146,6 @@ def _overlap_fits(result: PlacementResult, overlaps) -> list[OverlapFit]:
         pf = by_pair.get((t, t_), by_pair.get((t_, t)))
         out.append(OverlapFit(t, t_, np.asarray(info["nominal"], float),
                               np.asarray(info["found"], float), info["windows"], info["kept"],
-                              info["snr"], float(pf.rms) if pf is not None else float("nan")))
+                              info["snr"], float(pf.rms) if pf is not None else float("nan"),
+                              source=info.get("source", "")))
     return out

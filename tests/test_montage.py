@@ -225,7 +225,7 @@ def test_tileconfiguration_syntax_error_names_the_line(tmp_path):
 def test_tile_without_an_overlapping_match_is_reported(sem_grid):
     tiles = [sem_grid.tiles[k] for k in (0, 1, 2, 10, 11, 12)]
     tiles[5] = np.full_like(tiles[5], float(np.mean(tiles[5])))  # a blank tile
-    with pytest.warns(SpectralignWarning, match="stage position only"):
+    with pytest.warns(SpectralignWarning, match="offsets to their neighbours"):
         montage = spectralign.stitch_grid(tiles, grid=(2, 3), overlap=0.16)
     assert montage.unmatched == [(1, 2)]
     assert "WARNING" in montage.report()
@@ -431,3 +431,44 @@ def test_report_names_tiles_by_file_when_placed_from_positions(tmp_path):
     report = montage.report()
     assert "shot_" in report.split("worst overlaps")[1]
     assert montage.label(0) == "shot_0.tif"
+
+
+def _placement_error(m, g):
+    """Largest error (px) of the placed tiles against the truth, up to a shift."""
+    pos = np.array([m.positions[t] for t in m.tiles])
+    err = (pos - pos[0]) - (g.truth - g.truth[0])
+    return float(np.hypot(*err.T).max())
+
+
+@pytest.mark.parametrize("marks", [80, 200])
+def test_graph_paper_is_placed_by_what_the_pixels_show(marks):
+    """Periodic content: windows also match one period off, so the learned
+    threshold rejects most of them; the pixels still show the true offsets."""
+    from spectralign.datasets import graph_paper
+
+    g = synthetic_grid(graph_paper(marks=marks, seed=1), (2, 5), 400, 0.2, stage_error=8,
+                       noise=0.05, psf=1.0, vignetting=0.3, gain=0.1, seed=3)
+    m = spectralign.stitch_grid(g.tiles, grid=(2, 5), overlap=0.2)
+    assert not m.unmatched
+    assert _placement_error(m, g) < 0.5
+    placed = np.array([o.seam_ncc for o in m.overlaps])
+    stage = np.array([o.stage_ncc for o in m.overlaps])
+    assert np.all(placed >= stage - 0.02)
+    assert np.median(placed) > np.median(stage) + 0.3
+    assert {o.source for o in m.overlaps} >= {"windows"}
+
+
+def test_a_tile_without_matches_moves_with_its_neighbours(sem_texture):
+    """A blank tile keeps its stage offsets to the tiles around it, not its
+    stage position, so its seams stay as good as the stage layout's."""
+    g = synthetic_grid(sem_texture, (2, 3), 256, 0.2, stage_error=0, seed=4)
+    tiles = [t.copy() for t in g.tiles]
+    tiles[2][:] = tiles[2].mean()  # tile (0, 2): blank resin
+    shift = np.array([37.0, -21.0])  # the whole stage is off by this much
+    positions = {k: tuple(g.nominal[k] + shift * (k != 0)) for k in range(6)}
+    with pytest.warns(SpectralignWarning, match="no kept match"):
+        m = spectralign.stitch_grid(tiles, positions=positions)
+    assert m.unmatched == [2]
+    placed = np.array([m.positions[k] for k in range(6)])
+    err = (placed - placed[0]) - (g.truth - g.truth[0])
+    assert np.hypot(*err.T).max() < 0.5  # tile 2 too: it followed tiles 1 and 5
