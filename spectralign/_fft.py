@@ -38,6 +38,10 @@ MEASURE_AFTER = 3.0
 _local = threading.local()
 _planner_lock = threading.Lock()
 _wisdom_loaded = False
+#: Plan keys measured in this process: every thread's plan for them is
+#: then measured too (from the wisdom, at almost no cost), so that threads
+#: run the same measured algorithm (algorithms differ in the last bits).
+_measured: set = set()
 
 
 def backend() -> str:
@@ -152,7 +156,8 @@ def get_plan(batch: int, shape: tuple[int, int], threads: int = 1) -> RealFFT2:
     Plans (and their buffers) are never shared between threads.  A new
     plan is estimated; one that has executed for ``MEASURE_AFTER`` seconds
     is replaced by a measured one (fresh buffers: callers fill ``real``
-    after asking for the plan).
+    after asking for the plan), and from then on every thread's plan of
+    that key is measured, so that all threads run the same algorithm.
     """
     cache = getattr(_local, "plans", None)
     if cache is None:
@@ -160,11 +165,12 @@ def get_plan(batch: int, shape: tuple[int, int], threads: int = 1) -> RealFFT2:
     key = (batch, tuple(shape), threads)
     plan = cache.get(key)
     if plan is None:
-        plan = cache[key] = RealFFT2(batch, shape, threads, measure=False)
+        plan = cache[key] = RealFFT2(batch, shape, threads, measure=key in _measured)
         while len(cache) > _PLANS_PER_THREAD:
             cache.popitem(last=False)
     else:
-        if not plan.measured and plan.seconds >= MEASURE_AFTER:
+        if not plan.measured and (plan.seconds >= MEASURE_AFTER or key in _measured):
             plan = cache[key] = RealFFT2(batch, shape, threads, measure=True)
+            _measured.add(key)
         cache.move_to_end(key)
     return plan

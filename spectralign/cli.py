@@ -154,7 +154,8 @@ Writes OUT (OME-Zarr 0.5 with a pyramid) and, beside it, OUT's name with
 .TileConfiguration.registered.txt (Fiji); earlier outputs are refused
 before any work unless --overwrite (or --resume) is given;
 prints a quality report. Tiles without a good match with any neighbour
-stay at their stage position and are named in the report.
+keep the stage layout's offsets to their neighbours and are named in the
+report.
 """
     import warnings
 
@@ -170,7 +171,9 @@ stay at their stage position and are named in the report.
         montage = stitch_grid(tiles, grid=args.grid, overlap=args.overlap, layout=args.layout,
                               major=args.major, flip=(args.flip_x, args.flip_y),
                               positions=args.positions, model=args.model,
-                              progress=_progress(args.quiet))
+                              regularize=args.regularize, progress=_progress(args.quiet))
+    for w in caught:  # e.g. unmatched tiles, poor seams, a montage that changed size
+        print(f"spectralign: warning: {w.message}", file=sys.stderr)
     if not args.quiet:
         print(montage.report())
     _render_with_progress(montage.renderer(blend=args.blend), str(out), args.overwrite,
@@ -193,6 +196,10 @@ stay at their stage position and are named in the report.
     return 1 if caught and args.strict else 0
 
 
+def _num(v: float) -> float | None:
+    return float(v) if np.isfinite(v) else None
+
+
 def _align_stack(args: argparse.Namespace) -> int:
     """Align a stack of serial sections and write the aligned (z, y, x) volume."""
     import warnings
@@ -204,20 +211,24 @@ def _align_stack(args: argparse.Namespace) -> int:
     _check_outputs(out, beside, args.overwrite, args.resume)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        stack = align_stack(_tiles_arg(args.sections), model=args.model, grid=args.windows,
+        stack = align_stack(_tiles_arg(args.sections), model=args.model,
+                            regularize=args.regularize, grid=args.windows,
                             progress=_progress(args.quiet, "aligning sections"))
     for w in caught:  # e.g. sections that match neither neighbour
         print(f"spectralign: warning: {w.message}", file=sys.stderr)
     if not args.quiet:
-        res = stack.placement
-        print(f"{len(stack.sections)} sections: residuals RMS {res.rms:.3f} px, max "
-              f"{res.max:.3f} px, {res.ndropped} window(s) dropped; weakest pair SNR "
-              f"{np.nanmin(stack.snr):.1f}")
+        print(stack.report())
     _render_with_progress(stack.renderer(), str(out), args.overwrite, args.resume, args.quiet)
     json_path.write_text(json.dumps(
-        {"sections": [{"name": n, "transform": np.asarray(stack.transforms[z].matrix).tolist(),
+        {"model": stack.placement.model,
+         "residual_rms": _num(stack.placement.rms),
+         "residual_rms_section_px": _num(stack.placement.pixel_rms),
+         "sections": [{"name": n, "transform": np.asarray(stack.transforms[z].matrix).tolist(),
                        "matched": z not in stack.unmatched}
-                      for z, n in enumerate(stack.names)]}, indent=1))
+                      for z, n in enumerate(stack.names)],
+         "neighbours": [{"a": stack.names[s.t], "b": stack.names[s.t_], "seam_ncc": _num(s.ncc),
+                         "seam_rms": _num(s.rms), "before_ncc": _num(b.ncc)}
+                        for s, b in zip(stack.seams, stack.seams_before)]}, indent=1))
     if not args.quiet:
         print(f"wrote {out} and {json_path.name}")
     return 1 if caught and args.strict else 0
@@ -262,6 +273,9 @@ def _parser() -> argparse.ArgumentParser:
                          "or 'ome' to read them from the OME-TIFF tiles")
     st.add_argument("--model", choices=("translation", "euclidean", "similarity", "affine"),
                     default="translation", help="placement model (default translation)")
+    st.add_argument("--regularize", type=float, default=None, metavar="W",
+                    help="affine model: pull each tile's linear part towards the similarity "
+                         "solution with weight W (default 0.1; 0: plain affine)")
     st.add_argument("--blend", type=float, default=None,
                     help="feather width in px (default: a quarter of the overlap)")
     st.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr",
@@ -284,6 +298,9 @@ def _parser() -> argparse.ArgumentParser:
     al.add_argument("--model", choices=("translation", "euclidean", "similarity", "affine"),
                     default="euclidean", help="section model (default euclidean: rotation and "
                                               "translation)")
+    al.add_argument("--regularize", type=float, default=None, metavar="W",
+                    help="affine model: pull each section's linear part towards the similarity "
+                         "solution with weight W (default 0.1; 0: plain affine)")
     al.add_argument("--windows", type=int, default=8,
                     help="windows per side of the grid matched between sections (default 8)")
     al.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr")
@@ -304,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["example"])
     if args.command == "stitch" and args.grid is None and args.positions is None:
         parser.error("stitch needs --grid ROWSxCOLS or --positions TILECONFIG")
+    if getattr(args, "regularize", None) and args.model != "affine":
+        parser.error(f"--regularize goes with --model affine (got --model {args.model})")
+    if getattr(args, "regularize", None) is not None and not args.regularize >= 0:
+        parser.error(f"--regularize must be 0 or more (got {args.regularize})")
     try:
         return args.func(args)
     except (SpectralignError, FileExistsError, FileNotFoundError) as exc:

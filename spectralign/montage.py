@@ -56,6 +56,9 @@ __all__ = ["stitch_grid", "stitch_sections", "Montage", "OverlapFit", "grid_posi
            "ome_stage_positions"]
 
 _PRIOR_WEIGHT = 1e-6  # per anchor point; a match weighs 1
+#: The affine model's default pull towards the similarity solution in the
+#: pipelines (see ``regularize`` in :func:`stitch_grid`).
+_AFFINE_REGULARIZE = 0.1
 _CACHE_TILES_MIN = 4
 
 
@@ -348,6 +351,13 @@ class Montage:
 
     # -- reports and exports ----------------------------------------------
 
+    @property
+    def extent_ratio(self) -> tuple[float, float]:
+        """Width and height of the placed montage over those of the stage
+        layout (bounding boxes of the tiles): 1 where the placement kept
+        the layout's size."""
+        return _extent_ratio(self.transforms, self.nominal, self.tilesize)
+
     def worst(self, n: int = 5) -> list[OverlapFit]:
         """The ``n`` matched overlaps with the largest residual RMS."""
         matched = [o for o in self.overlaps if o.kept and np.isfinite(o.rms)]
@@ -370,7 +380,10 @@ class Montage:
         lines = [f"{len(self.tiles)} tiles, {len(self.overlaps)} overlaps, {kept} of {total} "
                  f"windows kept (SNR threshold {self.snr_threshold:.1f}), "
                  f"{res.ndropped} dropped by the placement",
-                 f"residuals: RMS {res.rms:.3f} px, max {res.max:.3f} px"]
+                 f"residuals: RMS {res.rms:.3f} px, max {res.max:.3f} px (RMS "
+                 f"{res.pixel_rms:.3f} tile px); tile scales {res.scales.min():.4f} to "
+                 f"{res.scales.max():.4f}; extent / stage layout's: "
+                 f"{' x '.join(f'{v:.4f}' for v in self.extent_ratio)}"]
         coarse = [o for o in self.overlaps if o.source == "coarse"]
         if coarse:
             lines.append(f"{len(coarse)} overlap(s) tied by their coarse offset alone (no small "
@@ -421,6 +434,10 @@ class Montage:
                           "found": [_num(v) for v in o.found]} for o in self.overlaps],
             "snr_threshold": self.snr_threshold,
             "residual_rms": _num(self.placement.rms),
+            "residual_rms_tile_px": _num(self.placement.pixel_rms),
+            "tile_scales": [float(self.placement.scales.min()),
+                            float(self.placement.scales.max())],
+            "extent_ratio": list(self.extent_ratio),
             "residual_max": _num(self.placement.max),
             "unmatched": [key(t) for t in self.unmatched],
         }
@@ -520,24 +537,30 @@ def _smooth_at_most(v: float) -> int:
 
 def _fine_points(rect_found, nwin, win):
     """Centres (model px) of ``nwin`` windows of size ``win = (w, h)``
-    along the overlap's long axis."""
+    along the overlap's long axis, staggered across it (alternately to
+    either side, as far as the strip leaves room): windows on one line
+    would leave the affine model's shear across the overlap undetermined."""
     x0, y0, x1, y1 = rect_found
     ow, oh = x1 - x0, y1 - y0
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    if ow >= oh:  # horizontal strip: windows along x
-        span = max(ow - win[0], 0)
-        xs = cx + np.linspace(-span / 2, span / 2, nwin) if nwin > 1 else np.array([cx])
-        return np.column_stack([xs, np.full(len(xs), cy)])
-    span = max(oh - win[1], 0)
-    ys = cy + np.linspace(-span / 2, span / 2, nwin) if nwin > 1 else np.array([cy])
-    return np.column_stack([np.full(len(ys), cx), ys])
+    along, across = (0, 1) if ow >= oh else (1, 0)
+    extent = (ow, oh)
+    span = max(extent[along] - win[along], 0)
+    room = max(extent[across] - win[across], 0) / 2
+    t = np.linspace(-span / 2, span / 2, nwin) if nwin > 1 else np.zeros(1)
+    side = np.where(np.arange(len(t)) % 2, 1.0, -1.0) * room if nwin > 1 else np.zeros(1)
+    out = np.empty((len(t), 2))
+    out[:, along] = (cx, cy)[along] + t
+    out[:, across] = (cx, cy)[across] + side
+    return out
 
 
 def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
                 overlap: float | tuple[float, float] = 0.15, *, layout: str = "raster",
                 major: str = "row", flip: tuple[bool, bool] = (False, False),
                 positions: Mapping | str | os.PathLike | None = None,
-                model: str = "translation", windows: int = 7, window: int | None = None,
+                model: str = "translation", regularize: float | None = None,
+                windows: int = 7, window: int | None = None,
                 min_overlap: float = 16, snr_threshold: float | None = None,
                 workers: int | None = None,
                 progress: Callable[[Iterable], Iterable] | bool | None = None) -> Montage:
@@ -567,7 +590,17 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
         OME-TIFF tile's metadata (see :func:`ome_stage_positions`).
     model : str
         Placement model: ``"translation"`` (default), ``"euclidean"``,
-        ``"similarity"`` or ``"affine"``.
+        ``"similarity"`` or ``"affine"``.  Whatever the model, each piece
+        of the tile graph keeps a mean scale of 1 (the montage cannot
+        shrink).
+    regularize : float, optional
+        Affine model only: how strongly each tile's linear part is pulled
+        towards the similarity solution, relative to its own matches (see
+        :meth:`Placement.solve`).  Each overlap's windows lie close to one
+        line, which leaves a tile's shear and scale across the overlaps
+        fitted mostly to noise; the default, ``_AFFINE_REGULARIZE``
+        (0.1), damps that while leaving the shear and anisotropic scale
+        that the matches do show.  0 is plain affine.
     windows : int
         Small windows per overlap (along its long axis).
     window : int, optional
@@ -639,14 +672,16 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
     pairs = _pairs(nominal, size, min_overlap)
     cols = grid[1] if grid is not None else int(np.sqrt(len(sources))) + 1
     return _stitch(sources, names, ids, nominal, pairs, size, cells, model=model,
-                   windows=windows, window=window, snr_threshold=snr_threshold,
-                   workers=workers, progress=progress, cache_size=2 * cols + 2)
+                   regularize=regularize, windows=windows, window=window,
+                   snr_threshold=snr_threshold, workers=workers, progress=progress,
+                   cache_size=2 * cols + 2)
 
 
 def stitch_sections(sections: Sequence[Any], grid: tuple[int, int],
                     overlap: float | tuple[float, float] = 0.15, *, layout: str = "raster",
                     major: str = "row", flip: tuple[bool, bool] = (False, False),
-                    model: str = "translation", windows: int = 7, window: int | None = None,
+                    model: str = "translation", regularize: float | None = None,
+                    windows: int = 7, window: int | None = None,
                     min_overlap: float = 16, snr_threshold: float | None = None,
                     workers: int | None = None,
                     progress: Callable[[Iterable], Iterable] | bool | None = None) -> Montage:
@@ -664,8 +699,8 @@ def stitch_sections(sections: Sequence[Any], grid: tuple[int, int],
     sections : sequence
         One entry per section, first section first: a glob pattern, folder
         or sequence of tiles, as ``tiles`` in :func:`stitch_grid`.
-    grid, overlap, layout, major, flip, model, windows, window, min_overlap,
-    snr_threshold, workers, progress
+    grid, overlap, layout, major, flip, model, regularize, windows, window,
+    min_overlap, snr_threshold, workers, progress
         As in :func:`stitch_grid`.
 
     Returns
@@ -705,14 +740,15 @@ def stitch_sections(sections: Sequence[Any], grid: tuple[int, int],
         if z + 1 < len(sections):  # the same cell in the next section
             pairs += [(base + k, base + n + k) for k in range(n)]
     return _stitch(sources, names, ids, nominal, pairs, size, cells, model=model,
-                   windows=windows, window=window, snr_threshold=snr_threshold,
-                   workers=workers, progress=progress, cache_size=2 * n + 2 * grid[1] + 2,
-                   sections=levels)
+                   regularize=regularize, windows=windows, window=window,
+                   snr_threshold=snr_threshold, workers=workers, progress=progress,
+                   cache_size=2 * n + 2 * grid[1] + 2, sections=levels)
 
 
-def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows, window,
-            snr_threshold, workers, progress, cache_size, sections=None) -> "Montage":
+def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, regularize, windows,
+            window, snr_threshold, workers, progress, cache_size, sections=None) -> "Montage":
     """Match ``pairs`` (indices into ``sources``), place, and make the Montage."""
+    regularize = _regularization(model, regularize)
     if progress is True:
         from tqdm.auto import tqdm
 
@@ -737,7 +773,7 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
             f"Expected matches between overlapping tiles. Got none in {len(pairs)} overlapping "
             f"pair(s) (SNR thresholds {thresholds[0]:.1f} / {thresholds[1]:.1f}); check the "
             f"grid, layout and overlap, or the tiles' content.")
-    result, fits = _place(model, ids, nominal, pairs, fits)
+    result, fits = _place(model, ids, nominal, pairs, fits, regularize)
     overlaps = [(ids[i], ids[j], info) for (i, j), (_, _, info) in zip(pairs, fits)]
     tied = {k for (i, j), (p, _, _) in zip(pairs, fits) if len(p) for k in (i, j)}
     unmatched = [ids[k] for k in range(len(ids)) if k not in tied]
@@ -757,6 +793,10 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
                 f"their places relative to each other come from the stage layout alone. "
                 f"Check the layout (flip, major, snake/raster) and the overlap. Pieces: "
                 f"{shown}", SpectralignWarning, stacklevel=3)
+    departed = [np.hypot(*(info["found"] - info["nominal"])) for _, _, info in overlaps
+                if info.get("source")]
+    _check_size(result, {t: nominal[k] for k, t in enumerate(ids)}, size,
+                max(departed, default=0.0))
     fits = _overlap_fits(result, overlaps)
     fits = _with_seams(fits, dict(zip(ids, sources)), result.transforms,
                        {t: nominal[k] for k, t in enumerate(ids)})
@@ -771,7 +811,17 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, windows,
 _WEAK_RESIDUAL = 2.0
 
 
-def _place(model, ids, nominal, pairs, fits):
+def _regularization(model: str, regularize: float | None) -> float:
+    """The affine model's pull towards the similarity solution (0 for the others)."""
+    if regularize is None:
+        return _AFFINE_REGULARIZE if model == "affine" else 0.0
+    if regularize and model != "affine":
+        raise ValueError(f"Expected regularize only with model='affine'. Got "
+                         f"regularize={regularize!r} with model={model!r}.")
+    return float(regularize)
+
+
+def _place(model, ids, nominal, pairs, fits, regularize=0.0):
     """Place the tiles by the matched pairs.
 
     Pairs tied by weak evidence (periodic or sparse content, shown by the
@@ -792,7 +842,7 @@ def _place(model, ids, nominal, pairs, fits):
                 pl.addmatches(ids[i], ids[j], p, p_, weights=info.get("weights"))
         for k, t in enumerate(ids):  # faint stage priors: the gauge of each piece
             pl.addprior(t, tuple(nominal[k]), weight=_PRIOR_WEIGHT)
-        result = pl.solve(model)
+        result = pl.solve(model, regularize=regularize)
         rms = {}
         for pf in result.pairs:
             rms[(pf.t, pf.t_)] = rms[(pf.t_, pf.t)] = pf.rms
@@ -1108,6 +1158,44 @@ def _fine_window(rect, window) -> tuple[int, int]:
     across = min(128, _pow2_at_most(0.8 * min(ow, oh)))
     along = int(min(2 * across, _pow2_at_most(max(ow, oh) / 2, across)))
     return (along, across) if ow >= oh else (across, along)
+
+
+#: A montage whose extent departs from the stage layout's by more than this
+#: fraction, or a tile whose scale departs from 1 by more, is reported.
+_SIZE_TOLERANCE = 0.02
+
+
+def _extent_ratio(transforms: Mapping, nominal: Mapping, tilesize) -> tuple[float, float]:
+    w, h = tilesize
+    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], float)
+    placed = np.vstack([transforms[t](corners) for t in transforms])
+    stage = np.vstack([corners + np.asarray(nominal[t], float) for t in transforms])
+    ext = lambda pts: pts.max(0) - pts.min(0)  # noqa: E731
+    r = ext(placed) / ext(stage)
+    return float(r[0]), float(r[1])
+
+
+def _check_size(result: PlacementResult, nominal: dict, tilesize, stage_error=0.0) -> None:
+    """Warn where the placement changed a tile's scale, or the montage's
+    extent by more than a few percent plus what the stage's errors
+    (``stage_error``: the largest offset, px, by which a matched overlap
+    departed from the layout) can explain."""
+    ratio = _extent_ratio(result.transforms, nominal, tilesize)
+    corners = np.vstack([np.asarray(nominal[t], float) for t in nominal])
+    extent = corners.max(0) - corners.min(0) + tilesize
+    slack = 3 * _SIZE_TOLERANCE / 2 + 2 * stage_error / extent
+    lo, hi = float(result.scales.min()), float(result.scales.max())
+    problems = []
+    if any(abs(r - 1) > d for r, d in zip(ratio, slack)):
+        problems.append(f"the montage is {ratio[0]:.3f} x {ratio[1]:.3f} the stage layout's "
+                        f"width x height")
+    if max(1 - lo, hi - 1) > _SIZE_TOLERANCE:
+        problems.append(f"tile scales run from {lo:.3f} to {hi:.3f}")
+    if problems:
+        warnings.warn(f"The {result.model} placement changed sizes: {'; '.join(problems)}. "
+                      f"Check the tiles' matches, or use a model with fewer degrees of freedom "
+                      f"(translation or euclidean), or regularize the affine model.",
+                      SpectralignWarning, stacklevel=4)
 
 
 #: A seam this much worse (NCC) than at the stage layout is reported.

@@ -140,6 +140,23 @@ class PlacementResult:
         r = self.residual_norms[self._kept]
         return float(r.max()) if len(r) else float("nan")
 
+    @cached_property
+    def scales(self) -> np.ndarray:
+        """(T, 2) singular values of each tile's linear part (smallest
+        first): 1 where the tile keeps its pixel size."""
+        return np.linalg.svd(self.fit.mats[:, :, :2], compute_uv=False)[:, ::-1]
+
+    @property
+    def pixel_rms(self) -> float:
+        """RMS residual of the matches kept, in tile pixels: each residual
+        divided by the mean scale of its two tiles (``sqrt |det A|``), so
+        that a montage shrunk by the fit does not report better figures."""
+        det = np.sqrt(np.abs(np.linalg.det(self.fit.mats[:, :, :2])))
+        s = self.system
+        r = self.residual_norms / np.maximum((det[s.ia] + det[s.ib]) / 2, 1e-12)
+        r = r[self._kept]
+        return float(np.sqrt(np.mean(r**2))) if len(r) else float("nan")
+
     @property
     def ndropped(self) -> int:
         return int(self.fit.dropped.sum())
@@ -198,7 +215,9 @@ class PlacementResult:
         lines = [
             f"{self.model} placement of {len(self.tiles)} tiles from {s.nmatches} matches "
             f"({len(self.components)} connected piece(s))",
-            f"residual RMS {self.rms:.3g} px, max {self.max:.3g} px, sigma {self.sigma:.3g} px",
+            f"residual RMS {self.rms:.3g} px, max {self.max:.3g} px, sigma {self.sigma:.3g} px "
+            f"(RMS {self.pixel_rms:.3g} tile px); tile scales {self.scales.min():.4f} to "
+            f"{self.scales.max():.4f}",
             f"dropped {self.ndropped} matches above {self.threshold:.3g} px "
             f"in {self.rounds} solve(s)",
             "worst pairs:",

@@ -21,7 +21,8 @@ from .affine import Affine
 from .errors import LayoutError, NoMatchesError, SpectralignWarning
 from .image import Image
 from .matcher import Matcher
-from .montage import _PRIOR_WEIGHT, _collect, _pow2_at_most, _shape
+from .montage import (_PRIOR_WEIGHT, _SIZE_TOLERANCE, _collect, _pow2_at_most,
+                      _regularization, _shape)
 from .placement import Placement
 from .placement_result import PlacementResult
 
@@ -49,6 +50,12 @@ class Stack:
         Sections with no kept match (blank, or nothing like their
         neighbours): left where they were, and skipped over, so that the
         sections after them are matched to the last section before them.
+    seams : list of Seam
+        How well each section's pixels agree with the next one's under the
+        alignment (:func:`spectralign.seam_scores`: NCC and RMS difference
+        over their common area), for ``z, z + 1`` in order.
+    seams_before : list of Seam
+        The same with the sections as given, before the alignment.
     """
 
     placement: PlacementResult
@@ -58,11 +65,34 @@ class Stack:
     kept: np.ndarray
     size: tuple[int, int]
     unmatched: list = field(default_factory=list)
+    seams: list = field(default_factory=list)
+    seams_before: list = field(default_factory=list)
 
     @property
     def transforms(self) -> dict[int, Affine]:
         """``{z: Affine}``: section-to-volume transforms."""
         return self.placement.transforms
+
+    def report(self) -> str:
+        """A plain-text quality report: residuals, scales, neighbour seams."""
+        res = self.placement
+        lines = [f"{len(self.sections)} sections ({res.model}): residuals RMS {res.rms:.3f} px, "
+                 f"max {res.max:.3f} px (RMS {res.pixel_rms:.3f} section px), "
+                 f"{res.ndropped} window(s) dropped; section scales {res.scales.min():.4f} to "
+                 f"{res.scales.max():.4f}"]
+        if np.isfinite(self.snr).any():
+            lines.append(f"weakest neighbour SNR {np.nanmin(self.snr):.1f}")
+        if self.unmatched:
+            lines.append(f"WARNING: {len(self.unmatched)} section(s) match neither neighbour: "
+                         f"{', '.join(self.names[z] for z in self.unmatched[:10])}")
+        ncc = np.array([s.ncc for s in self.seams], float)
+        before = np.array([s.ncc for s in self.seams_before], float)
+        if np.isfinite(ncc).any():
+            worst = int(np.nanargmin(ncc))
+            lines.append(f"neighbour seams (pixel NCC): median {np.nanmedian(ncc):.3f}, min "
+                         f"{np.nanmin(ncc):.3f} ({self.names[worst]} - {self.names[worst + 1]}); "
+                         f"as given: median {np.nanmedian(before):.3f}")
+        return "\n".join(lines)
 
     def renderer(self, **options: Any):
         """A :class:`Renderer` with one z-level per section."""
@@ -111,7 +141,8 @@ def _pages(source: Any, name: str) -> tuple[list[Any], list[str]]:
     return [source], [name]
 
 
-def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
+def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | None = None,
+                grid: int = 8,
                 window: int | None = None, snr_threshold: float = 6.0,
                 progress: Callable[[Iterable], Iterable] | bool | None = None) -> Stack:
     """Align a stack of sections, each to its neighbour.
@@ -124,7 +155,12 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
         first.  Sections must share one size.
     model : str
         ``"euclidean"`` (rotation + translation, default), ``"translation"``,
-        ``"similarity"`` or ``"affine"``.
+        ``"similarity"`` or ``"affine"``.  The stack keeps a mean scale
+        of 1 (it cannot shrink).
+    regularize : float, optional
+        Affine model only: pull each section's linear part towards the
+        similarity solution (see :func:`stitch_grid`; default 0.1, 0 for
+        plain affine).
     grid : int
         Windows per side of the grid matched between neighbours (they
         overlap: many windows average out local differences between
@@ -156,6 +192,7 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
         rest): they stay where they are, named in ``Stack.unmatched``, and
         the sections after them are matched to the last one before them.
     """
+    regularize = _regularization(model, regularize)  # checked before any work
     sources, names = _collect(sections)
     if len(sources) == 1:
         sources, names = _pages(sources[0], names[0])
@@ -240,6 +277,17 @@ def align_stack(sections: Any, *, model: str = "euclidean", grid: int = 8,
         warnings.warn(f"{len(unmatched)} section(s) match neither neighbour and are left "
                       f"where they are (sections after them are matched across them): "
                       f"{unmatched[:10]!r}", SpectralignWarning, stacklevel=2)
-    result = pl.solve(model)
+    result = pl.solve(model, regularize=regularize)
+    lo, hi = float(result.scales.min()), float(result.scales.max())
+    if max(1 - lo, hi - 1) > _SIZE_TOLERANCE:
+        warnings.warn(f"The {model} alignment changed the sections' scales: {lo:.3f} to "
+                      f"{hi:.3f}. Check the matches, or use the euclidean model.",
+                      SpectralignWarning, stacklevel=2)
+    from .quality import seam_scores
+
+    tiles = dict(enumerate(sources))
+    pairs = [(z, z + 1) for z in range(len(sources) - 1)]
+    seams = seam_scores(tiles, result.transforms, pairs)
+    before = seam_scores(tiles, {z: (0.0, 0.0) for z in tiles}, pairs)
     return Stack(placement=result, sections=list(sources), names=names, snr=snr, kept=kept,
-                 size=(w, h), unmatched=sorted(unmatched))
+                 size=(w, h), unmatched=sorted(unmatched), seams=seams, seams_before=before)
