@@ -338,15 +338,19 @@ def _bordered(a, b, weights, lu, wa_f, known_cols, free_cols, cmat, d):
     return h - h1 @ x_h - h2 @ lam, x_h
 
 
-def _with_linear_prior(a, rhs, w, s, target: np.ndarray, weight: np.ndarray):
-    """Append rows asking each affine tile's linear part to equal
-    ``target`` (T, 2, 2), with per-tile ``weight``."""
+def _with_linear_prior(model: str, a, rhs, w, s, target: np.ndarray, weight: np.ndarray):
+    """Append rows asking each tile's linear part to equal ``target``
+    (T, 2, 2), with per-tile ``weight``: the affine model's four entries,
+    or the similarity model's ``a`` and ``b`` (``L = [[a, -b], [b, a]]``)."""
     t = len(s)
     rows = np.arange(2 * t)
-    cols = (3 * np.arange(t)[:, None] + np.arange(2)).ravel()  # theta_0, theta_1 per tile
+    if model == "affine":  # theta_j (coordinate i) = L[i, j] s
+        cols = (3 * np.arange(t)[:, None] + np.arange(2)).ravel()
+        goal = (target * s[:, None, None]).transpose(0, 2, 1).reshape(2 * t, 2)
+    else:  # similarity: theta = (a s, b s, T(c)_x, T(c)_y)
+        cols = (4 * np.arange(t)[:, None] + np.arange(2)).ravel()
+        goal = (np.stack([target[:, 0, 0], target[:, 1, 0]], 1) * s[:, None]).reshape(2 * t, 1)
     extra = sp.csc_matrix((np.ones(2 * t), (rows, cols)), shape=(2 * t, a.shape[1]))
-    # theta_j (coordinate i) = L[i, j] s
-    goal = (target * s[:, None, None]).transpose(0, 2, 1).reshape(2 * t, 2)
     return (sp.vstack([a, extra], format="csc"), np.vstack([rhs, goal]),
             np.concatenate([w, np.repeat(weight, 2)]))
 
@@ -412,8 +416,8 @@ def _solve_linear(model: str, system: System, c: np.ndarray, s: np.ndarray, pinn
                   prior: tuple[np.ndarray, np.ndarray] | None = None,
                   groups: list[np.ndarray] | None = None) -> np.ndarray:
     a, rhs, w = _design(model, system, c, s, None)
-    if prior is not None:  # affine only: pull each linear part towards prior[0]
-        a, rhs, w = _with_linear_prior(a, rhs, w, s, *prior)
+    if prior is not None:  # pull each linear part towards prior[0]
+        a, rhs, w = _with_linear_prior(model, a, rhs, w, s, *prior)
     if groups and model in ("similarity", "affine"):
         cm, d = _scale_constraints(model, s, groups)
         theta = _solve(a, rhs, w, _NPARAM[model], pinned, None, mean=(cm, d, int(groups[0][0])))
@@ -444,8 +448,9 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     shrinking, and the montage collapses (to 1 % of its size, measured).  So
     each piece of the match graph also keeps the mean linear part I, as a
     hard constraint, and the priors only move and turn it.  With
-    ``regularize > 0`` (affine only) each tile's linear part
-    is also pulled towards that of the similarity solution, with weight
+    ``regularize > 0`` each tile's linear part is also pulled towards that
+    of the solution of the next simpler model (affine: similarity;
+    similarity: euclidean, i.e. scale 1), with weight
     ``regularize`` times half the tile's number of points (the data's own
     stiffness in the tile's normalized frame).  Raises ``LinAlgError`` if
     the system is singular.
@@ -461,10 +466,14 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     k = _NPARAM[model]
     groups = (scale_groups(system, weights)
               if len(system.at) and not len(pinned) and hub is None else None)
-    if model == "affine" and regularize > 0:
-        sim = _solve_linear("similarity", used, c, s, pinned, pinned_mats, hub, groups=groups)
+    if model in ("similarity", "affine") and regularize > 0:
+        if model == "affine":
+            target = _solve_linear("similarity", used, c, s, pinned, pinned_mats, hub,
+                                   groups=groups)
+        else:
+            target = solve("euclidean", system, weights, pinned, pinned_mats, hub)
         count = _point_moments(system, weights)[0]
-        prior = (sim[:, :, :2], regularize * count / 2)
+        prior = (target[:, :, :2], regularize * count / 2)
         return _solve_linear(model, used, c, s, pinned, pinned_mats, hub, prior, groups)
     if model != "euclidean":
         return _solve_linear(model, used, c, s, pinned, pinned_mats, hub, groups=groups)

@@ -274,8 +274,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--model", choices=("translation", "euclidean", "similarity", "affine"),
                     default="translation", help="placement model (default translation)")
     st.add_argument("--regularize", type=float, default=None, metavar="W",
-                    help="affine model: pull each tile's linear part towards the similarity "
-                         "solution with weight W (default 0.1; 0: plain affine)")
+                    help="similarity/affine models: pull each tile's linear part towards the "
+                         "next simpler model (affine: similarity; similarity: scale 1) with "
+                         "weight W (default 0.1 affine, 0 similarity)")
     st.add_argument("--blend", type=float, default=None,
                     help="feather width in px (default: a quarter of the overlap)")
     st.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr",
@@ -299,8 +300,9 @@ def _parser() -> argparse.ArgumentParser:
                     default="euclidean", help="section model (default euclidean: rotation and "
                                               "translation)")
     al.add_argument("--regularize", type=float, default=None, metavar="W",
-                    help="affine model: pull each section's linear part towards the similarity "
-                         "solution with weight W (default 0.1; 0: plain affine)")
+                    help="similarity/affine models: pull each section's linear part towards "
+                         "the next simpler model (affine: similarity; similarity: scale 1) "
+                         "with weight W (default 0.1 affine, 0 similarity)")
     al.add_argument("--windows", type=int, default=8,
                     help="windows per side of the grid matched between sections (default 8)")
     al.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr")
@@ -321,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["example"])
     if args.command == "stitch" and args.grid is None and args.positions is None:
         parser.error("stitch needs --grid ROWSxCOLS or --positions TILECONFIG")
-    if getattr(args, "regularize", None) and args.model != "affine":
-        parser.error(f"--regularize goes with --model affine (got --model {args.model})")
+    if getattr(args, "regularize", None) and args.model not in ("similarity", "affine"):
+        parser.error(f"--regularize goes with --model similarity or affine (got --model "
+                     f"{args.model})")
     if getattr(args, "regularize", None) is not None and not args.regularize >= 0:
         parser.error(f"--regularize must be 0 or more (got {args.regularize})")
     try:

@@ -594,13 +594,14 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
         of the tile graph keeps a mean scale of 1 (the montage cannot
         shrink).
     regularize : float, optional
-        Affine model only: how strongly each tile's linear part is pulled
-        towards the similarity solution, relative to its own matches (see
-        :meth:`Placement.solve`).  Each overlap's windows lie close to one
-        line, which leaves a tile's shear and scale across the overlaps
-        fitted mostly to noise; the default, ``_AFFINE_REGULARIZE``
-        (0.1), damps that while leaving the shear and anisotropic scale
-        that the matches do show.  0 is plain affine.
+        Similarity and affine models: how strongly each tile's linear part
+        is pulled towards the next simpler model's solution (affine:
+        similarity; similarity: euclidean, scale 1), relative to its own
+        matches (see :meth:`Placement.solve`).  Each overlap's windows lie
+        in a narrow strip, which leaves an affine tile's shear and scale
+        across the overlaps fitted mostly to noise; the affine default,
+        0.1, damps that while leaving the shear and anisotropic scale that
+        the matches do show.  The similarity default is 0 (plain).
     windows : int
         Small windows per overlap (along its long axis).
     window : int, optional
@@ -812,11 +813,12 @@ _WEAK_RESIDUAL = 2.0
 
 
 def _regularization(model: str, regularize: float | None) -> float:
-    """The affine model's pull towards the similarity solution (0 for the others)."""
+    """The pull towards the next simpler model: by default 0.1 for the
+    affine model, 0 for the others."""
     if regularize is None:
         return _AFFINE_REGULARIZE if model == "affine" else 0.0
-    if regularize and model != "affine":
-        raise ValueError(f"Expected regularize only with model='affine'. Got "
+    if regularize and model not in ("similarity", "affine"):
+        raise ValueError(f"Expected regularize only with model='similarity' or 'affine'. Got "
                          f"regularize={regularize!r} with model={model!r}.")
     return float(regularize)
 

@@ -256,14 +256,17 @@ class Placement:
         rel_threshold : float
             Residuals below this many ``sigma`` are never treated as errors.
         regularize : float
-            Affine model only: pull each tile's linear part towards that of
-            the similarity solution (rotation and uniform scale), with this
-            weight relative to the tile's own matches (0.1 to 1 is
-            typical; 0, the default, is plain affine).  On large grids whose
-            tiles meet in narrow overlaps, the shear and anisotropic scale
-            of each tile are fitted mostly to match noise, and they add up
-            across the grid; this damps them.  It biases tiles that are
-            truly sheared towards a similarity, so leave it at 0 for those.
+            Similarity and affine models: pull each tile's linear part
+            towards that of the next simpler model's solution (affine: the
+            similarity solution, rotation and uniform scale; similarity: the
+            euclidean one, scale 1), with this weight relative to the
+            tile's own matches (0.1 to 1 is typical; 0, the default, is the
+            plain model).  On large grids whose tiles meet in narrow
+            overlaps, the shear and anisotropic scale of each tile are
+            fitted mostly to match noise, and along a stack of sections each
+            pair's scale is, and they add up; this damps them.  It biases
+            tiles that truly shear or scale towards the simpler model, so
+            leave it at 0 for those.
 
         Returns
         -------
@@ -291,9 +294,9 @@ class Placement:
             raise ValueError(f"Expected a model in {MODELS}. Got {model!r} instead{hint}.")
         if not regularize >= 0:
             raise ValueError(f"Expected regularize >= 0. Got {regularize!r} instead.")
-        if regularize and model != "affine":
-            raise ValueError(f"Expected regularize only with the affine model. Got "
-                             f"regularize={regularize!r} with {model!r}.")
+        if regularize and model not in ("similarity", "affine"):
+            raise ValueError(f"Expected regularize only with the similarity or affine model. "
+                             f"Got regularize={regularize!r} with {model!r}.")
         if not abs_threshold >= 0 or not rel_threshold >= 0:
             raise ValueError(
                 f"Expected thresholds >= 0. Got abs_threshold={abs_threshold!r}, "

@@ -24,7 +24,7 @@ from .affine import Affine
 __all__ = ["Seam", "seam_scores"]
 
 #: Model points sampled per overlap, at most.
-_POINTS = 40_000
+_POINTS = 10_000
 _MIN_SIDE = 8  # px: narrower overlaps are not scored
 
 

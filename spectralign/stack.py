@@ -158,9 +158,9 @@ def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | 
         ``"similarity"`` or ``"affine"``.  The stack keeps a mean scale
         of 1 (it cannot shrink).
     regularize : float, optional
-        Affine model only: pull each section's linear part towards the
-        similarity solution (see :func:`stitch_grid`; default 0.1, 0 for
-        plain affine).
+        Similarity and affine models: pull each section's linear part
+        towards the next simpler model's solution (see
+        :func:`stitch_grid`; default 0.1 for affine, 0 for similarity).
     grid : int
         Windows per side of the grid matched between neighbours (they
         overlap: many windows average out local differences between

@@ -351,10 +351,10 @@ def test_a_placement_that_changes_sizes_warns():
         _check_size(res, {"a": (0, 0), "b": (140, 0)}, (200, 200))
 
 
-def test_regularize_goes_with_the_affine_model_only():
+def test_regularize_goes_with_the_models_that_scale_only():
     grid = stitch2d_grid()
-    with pytest.raises(ValueError, match="regularize only with model='affine'"):
-        spectralign.stitch_grid([grid.tiles[0, 0]] * 2, grid=(1, 2), model="similarity",
+    with pytest.raises(ValueError, match="regularize only with model='similarity' or"):
+        spectralign.stitch_grid([grid.tiles[0, 0]] * 2, grid=(1, 2), model="euclidean",
                                 regularize=0.5)
     for extra in (["--regularize", "0.5"], ["--model", "affine", "--regularize", "-1"]):
         with pytest.raises(SystemExit) as exit_:

@@ -438,8 +438,27 @@ def test_regularized_affine_damps_noise_on_narrow_overlaps():
     # exact data of similarity tiles stay exact: the pull is towards them
     pl, truth = _narrow_overlap_grid(4, np.random.default_rng(32), noise=0.0)
     assert _corner_rms(pl.affine(regularize=0.5), truth) < 1e-6
-    with pytest.raises(ValueError, match="affine"):
-        pl.solve("similarity", regularize=0.1)
+    with pytest.raises(ValueError, match="similarity or affine"):
+        pl.solve("euclidean", regularize=0.1)
+
+
+def test_regularized_similarity_pulls_scale_towards_one():
+    """A chain of tiles whose matches say each is 1 % smaller than the last:
+    plain similarity follows them (scales drift along the chain); the pull
+    towards the euclidean solution keeps every scale nearer 1."""
+    pl = spectralign.Placement()
+    pts = np.array([[x, y] for x in (10.0, 90.0) for y in (10.0, 90.0)])
+    for k in range(6):
+        pl.addmatches(k, k + 1, pts, (pts - pts.mean(0)) / 0.99 + pts.mean(0))
+    plain = pl.solve("similarity").scales
+    pulled = pl.solve("similarity", regularize=1.0).scales
+    assert plain.max() / plain.min() > 1.05
+    assert pulled.max() / pulled.min() < 1 + 0.7 * (plain.max() / plain.min() - 1)
+    # tiles that are exactly euclidean stay exact
+    pl = spectralign.Placement()
+    pl.addmatches("a", "b", pts, pts - (70, 0))
+    res = pl.solve("similarity", regularize=1.0)
+    np.testing.assert_allclose(res.scales, 1, atol=1e-9)
 
 
 @pytest.mark.parametrize("model", ["similarity", "affine"])
