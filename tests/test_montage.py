@@ -487,24 +487,25 @@ def test_report_names_tiles_by_file_when_placed_from_positions(tmp_path):
     assert montage.label(0) == "shot_0.tif"
 
 
-def _placement_error(m, g):
-    """Largest error (px) of the placed tiles against the truth, up to a shift."""
-    pos = np.array([m.positions[t] for t in m.tiles])
-    err = (pos - pos[0]) - (g.truth - g.truth[0])
-    return float(np.hypot(*err.T).max())
-
-
-@pytest.mark.parametrize("marks", [80, 200])
-def test_graph_paper_is_placed_by_what_the_pixels_show(marks):
+@pytest.mark.parametrize("marks, model", [(80, "translation"), (80, "euclidean"),
+                                          (80, "similarity"), (80, "affine"),
+                                          (200, "translation")])
+def test_graph_paper_is_placed_by_what_the_pixels_show(marks, model):
     """Periodic content: windows also match one period off, so the learned
-    threshold rejects most of them; the pixels still show the true offsets."""
+    threshold rejects most of them; the pixels still show the true offsets.
+    (The euclidean montage was once turned by 0.1 deg to fit the stage's
+    random errors: 1.2 px at its far tiles.)"""
     from spectralign.datasets import graph_paper
 
     g = synthetic_grid(graph_paper(marks=marks, seed=1), (2, 5), 400, 0.2, stage_error=8,
                        noise=0.05, psf=1.0, vignetting=0.3, gain=0.1, seed=3)
-    m = spectralign.stitch_grid(g.tiles, grid=(2, 5), overlap=0.2)
+    m = spectralign.stitch_grid(g.tiles, grid=(2, 5), overlap=0.2, model=model)
     assert not m.unmatched
-    assert _placement_error(m, g) < 0.5
+    centre = np.array([200.0, 200.0])
+    d = np.array([m.transforms[t](centre) for t in m.tiles]) - (g.truth + centre)
+    d -= d.mean(0)
+    assert np.hypot(*d.T).max() < 0.3
+    assert abs(m.placement.scales - 1).max() < 0.002
     placed = np.array([o.seam_ncc for o in m.overlaps])
     stage = np.array([o.stage_ncc for o in m.overlaps])
     assert np.all(placed >= stage - 0.02)
