@@ -469,9 +469,12 @@ class Montage:
         return write_tileconfig(path, {self.names[t]: self.positions[t] for t in self.tiles})
 
     def plot(self, folder: str | os.PathLike, n: int = 3) -> list[Path]:
-        """Save pictures of the fit as PNG (needs matplotlib): the residual
-        and SNR of each overlap drawn over the tile layout, and difference
-        images of the ``n`` worst overlaps.  Returns the files written."""
+        """Save pictures of the fit as PNG (needs matplotlib): the residual,
+        SNR and seam NCC of each overlap drawn over the tile layout
+        (``overlaps.png``), and both tiles over the overlap with their
+        difference for the ``n`` worst seams (``worst_seam_K.png``) and
+        the ``n`` worst residuals (``worst_residual_K.png``); long strips
+        are cut into rows of pieces.  Returns the files written."""
         from ._plots import plot_montage
 
         return plot_montage(self, Path(folder), n)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .affine import Affine
 
-__all__ = ["Seam", "seam_scores"]
+__all__ = ["Seam", "seam_scores", "overlap_images"]
 
 #: Model points sampled per overlap, at most.
 _POINTS = 10_000
@@ -82,6 +82,62 @@ def _sample(source, inv: Affine, pts: np.ndarray, h: int, w: int, smooth: float)
     return scipy.ndimage.map_coordinates(region, coords, order=1, mode="nearest")
 
 
+def _overlap_grid(a: Affine, b: Affine, shape1, shape2, step: float | None):
+    """Model points of the overlap of two placed tiles, on a grid of
+    ``step`` px (default: about ``_POINTS`` points), as (ny, nx, 2); or None."""
+    (h1, w1), (h2, w2) = shape1, shape2
+    box1, box2 = _box(a, h1, w1), _box(b, h2, w2)
+    lo = np.maximum(box1[:2], box2[:2]) + 1
+    hi = np.minimum(box1[2:], box2[2:]) - 1
+    size = hi - lo
+    if np.any(size < _MIN_SIDE):
+        return None
+    if step is None:
+        step = max(1.0, float(np.sqrt(size[0] * size[1] / _POINTS)))
+    xs = np.arange(lo[0] + step / 2, hi[0], step)
+    ys = np.arange(lo[1] + step / 2, hi[1], step)
+    return np.stack(np.meshgrid(xs, ys), -1)
+
+
+def _inside(inv: Affine, pts: np.ndarray, h: int, w: int) -> np.ndarray:
+    xy = inv(pts)
+    return (xy[:, 0] >= 0) & (xy[:, 0] <= w - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1)
+
+
+def overlap_images(tiles: Mapping[Hashable, Any], transforms: Mapping[Hashable, Any],
+                   t: Hashable, t_: Hashable, *, max_pixels: int = 4_000_000
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both tiles resampled on the same model pixels of their overlap.
+
+    The pictures a seam score compares (without smoothing), one model
+    pixel apart (or coarser, to stay under ``max_pixels``): for looking at
+    a seam by eye.  Pixels outside either tile are NaN.  None where the
+    tiles do not overlap.
+    """
+    from ._source import as_source
+
+    sa, sb = as_source(tiles[t]), as_source(tiles[t_])
+    a, b = _transform(transforms[t]), _transform(transforms[t_])
+    grid = _overlap_grid(a, b, sa.shape, sb.shape, 1.0)
+    if grid is None:
+        return None
+    if grid.shape[0] * grid.shape[1] > max_pixels:
+        step = float(np.sqrt(grid.shape[0] * grid.shape[1] / max_pixels))
+        grid = _overlap_grid(a, b, sa.shape, sb.shape, step)
+    ny, nx = grid.shape[:2]
+    pts = grid.reshape(-1, 2)
+    out = []
+    for src, aff in ((sa, a), (sb, b)):
+        inv = aff.inverse()
+        (h, w) = src.shape
+        v = np.full(len(pts), np.nan)
+        ok = _inside(inv, pts, h, w)
+        if ok.any():
+            v[ok] = _sample(src, inv, pts[ok], h, w, 0.0)
+        out.append(v.reshape(ny, nx))
+    return out[0], out[1]
+
+
 def seam_scores(tiles: Mapping[Hashable, Any], transforms: Mapping[Hashable, Any],
                 pairs: Iterable[tuple[Hashable, Hashable]], *, smooth: float = 1.0
                 ) -> list[Seam]:
@@ -127,24 +183,14 @@ def seam_scores(tiles: Mapping[Hashable, Any], transforms: Mapping[Hashable, Any
                 sources[k] = as_source(tiles[k])
         (h1, w1), (h2, w2) = sources[t].shape, sources[t_].shape
         a, b = _transform(transforms[t]), _transform(transforms[t_])
-        box1, box2 = _box(a, h1, w1), _box(b, h2, w2)
-        lo = np.maximum(box1[:2], box2[:2]) + 1
-        hi = np.minimum(box1[2:], box2[2:]) - 1
-        size = hi - lo
-        if np.any(size < _MIN_SIDE):
+        grid = _overlap_grid(a, b, (h1, w1), (h2, w2), None)
+        if grid is None:
             out.append(Seam(t, t_, float("nan"), float("nan"), 0))
             continue
-        step = max(1.0, float(np.sqrt(size[0] * size[1] / _POINTS)))
-        xs = np.arange(lo[0] + step / 2, hi[0], step)
-        ys = np.arange(lo[1] + step / 2, hi[1], step)
-        pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
+        pts = grid.reshape(-1, 2)
         # keep the points inside both tiles (the boxes of turned tiles are larger)
         inv1, inv2 = a.inverse(), b.inverse()
-        inside = np.ones(len(pts), bool)
-        for inv, (h, w) in ((inv1, (h1, w1)), (inv2, (h2, w2))):
-            xy = inv(pts)
-            inside &= (xy[:, 0] >= 0) & (xy[:, 0] <= w - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= h - 1)
-        pts = pts[inside]
+        pts = pts[_inside(inv1, pts, h1, w1) & _inside(inv2, pts, h2, w2)]
         if len(pts) < _MIN_SIDE * _MIN_SIDE:
             out.append(Seam(t, t_, float("nan"), float("nan"), int(len(pts))))
             continue

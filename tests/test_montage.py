@@ -161,8 +161,41 @@ def test_quality_pictures(tmp_path):
     tiles = [grid.tiles[r, c] for r in range(grid.rows) for c in range(grid.cols)]
     montage = spectralign.stitch_grid(tiles, grid=(3, 2), overlap=(0.23, 0.12))
     files = montage.plot(tmp_path / "plots", n=2)
-    assert [f.name for f in files] == ["overlaps.png", "worst_1.png", "worst_2.png"]
+    assert [f.name for f in files] == ["overlaps.png", "worst_seam_1.png", "worst_seam_2.png",
+                                       "worst_residual_1.png", "worst_residual_2.png"]
     assert all(f.stat().st_size > 1000 for f in files)
+
+
+def test_a_long_overlap_strip_is_drawn_in_readable_pieces(tmp_path):
+    """A 2048 x 170 px strip drawn whole is a sliver; cut into rows of about
+    3:1 each piece is as tall as it is wide / 3."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spectralign._plots import _strip_figure
+
+    rng = np.random.default_rng(0)
+    a = rng.random((170, 2048))
+    out = tmp_path / "strip.png"
+    _strip_figure(plt, (a, a + 0.01), ("a", "b"), "strip", out)
+    img = plt.imread(out)
+    assert img.shape[0] > 0.5 * img.shape[1]  # rows of pieces, not one sliver
+    _strip_figure(plt, (a.T, a.T), ("a", "b"), "tall strip", tmp_path / "tall.png")
+    tall = plt.imread(tmp_path / "tall.png")
+    assert tall.shape[0] > 0.5 * tall.shape[1]
+
+
+def test_overlap_images_follow_the_transforms(sem_texture):
+    from spectralign.quality import overlap_images
+
+    scene = sem_texture[:300, :500].astype(np.float64)
+    tiles = {"a": scene[:, :300], "b": scene[:, 200:]}
+    a, b = overlap_images(tiles, {"a": (0, 0), "b": (200, 0)}, "a", "b")
+    assert a.shape == b.shape and a.shape[1] >= 90
+    ok = np.isfinite(a) & np.isfinite(b)
+    np.testing.assert_allclose(a[ok], b[ok], atol=1e-6)
+    assert overlap_images(tiles, {"a": (0, 0), "b": (400, 0)}, "a", "b") is None
 
 
 # -- layouts ---------------------------------------------------------------
