@@ -149,8 +149,9 @@ def _stitch(args: argparse.Namespace) -> int:
     """Stitch a grid of tiles into an OME-Zarr montage.
 
 Writes OUT (OME-Zarr 0.5 with a pyramid) and, beside it, OUT's name with
-.json (positions, transforms and the quality of every overlap) and .csv
-(positions and affines), and OUT's name with
+.json (positions, transforms and the quality of every overlap), .csv
+(positions and affines), .overlaps.csv (the quality of every overlap:
+windows, SNR, residual, seam NCC placed and at the stage), and with
 .TileConfiguration.registered.txt (Fiji); earlier outputs are refused
 before any work unless --overwrite (or --resume) is given;
 prints a quality report. Tiles without a good match with any neighbour
@@ -162,7 +163,8 @@ report.
     from .montage import stitch_grid
 
     out = Path(args.output)
-    json_path, beside = _outputs(out, (".csv", ".TileConfiguration.registered.txt"))
+    json_path, beside = _outputs(out, (".csv", ".overlaps.csv",
+                                       ".TileConfiguration.registered.txt"))
     tc_path = beside[-1] if args.tileconfig is None else Path(args.tileconfig)
     _check_outputs(out, beside[:-1] + [tc_path], args.overwrite, args.resume)
     tiles = _tiles_arg(args.tiles)
@@ -180,6 +182,7 @@ report.
                           args.resume, args.quiet)
     montage.to_json(json_path)
     montage.to_csv(json_path.with_suffix(".csv"))
+    montage.to_overlaps_csv(beside[2])
     montage.write_tileconfig(tc_path)
     if args.plots:
         try:
@@ -191,8 +194,8 @@ report.
         if not args.quiet:
             print(f"wrote {len(files)} picture(s) to {args.plots}")
     if not args.quiet:
-        print(f"wrote {out}, {json_path.name}, {json_path.with_suffix('.csv').name} and "
-              f"{tc_path.name}")
+        print(f"wrote {out}, {json_path.name}, {json_path.with_suffix('.csv').name}, "
+              f"{beside[2].name} and {tc_path.name}")
     return 1 if caught and args.strict else 0
 
 

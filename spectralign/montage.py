@@ -50,6 +50,7 @@ from .image import Image
 from .matcher import Matcher
 from .placement import Placement
 from .placement_result import PlacementResult
+from .quality import seam_scores
 from .tileconfig import read_tileconfig, write_tileconfig
 
 __all__ = ["stitch_grid", "stitch_sections", "Montage", "OverlapFit", "grid_positions", "natural_sorted",
@@ -464,6 +465,27 @@ class Montage:
                               *(repr(float(v)) for v in m)])
         return path
 
+    def to_overlaps_csv(self, path: str | os.PathLike) -> Path:
+        """The quality of every overlap as CSV, one row per overlap: ``a, b,
+        source, windows, kept, snr, rms, seam_ncc, seam_rms, stage_ncc,
+        found_x, found_y`` (see :class:`OverlapFit`; empty where not
+        measured)."""
+        import csv
+
+        def num(v):
+            return "" if not np.isfinite(v) else repr(float(v))
+
+        path = Path(path)
+        with path.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["a", "b", "source", "windows", "kept", "snr", "rms", "seam_ncc",
+                          "seam_rms", "stage_ncc", "found_x", "found_y"])
+            for o in self.overlaps:
+                out.writerow([self.label(o.t), self.label(o.t_), o.source, o.windows, o.kept,
+                              num(o.snr), num(o.rms), num(o.seam_ncc), num(o.seam_rms),
+                              num(o.stage_ncc), num(o.found[0]), num(o.found[1])])
+        return path
+
     def write_tileconfig(self, path: str | os.PathLike) -> Path:
         """Write the placed positions as a Fiji ``TileConfiguration.registered.txt``."""
         return write_tileconfig(path, {self.names[t]: self.positions[t] for t in self.tiles})
@@ -777,8 +799,38 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, regulari
             f"Expected matches between overlapping tiles. Got none in {len(pairs)} overlapping "
             f"pair(s) (SNR thresholds {thresholds[0]:.1f} / {thresholds[1]:.1f}); check the "
             f"grid, layout and overlap, or the tiles' content.")
-    result, fits = _place(model, ids, nominal, pairs, fits, regularize)
-    overlaps = [(ids[i], ids[j], info) for (i, j), (_, _, info) in zip(pairs, fits)]
+    tiles = dict(zip(ids, sources))
+    stage_pos = {t: nominal[k] for k, t in enumerate(ids)}
+    stage = seam_scores(tiles, stage_pos, [(ids[i], ids[j]) for i, j in pairs])
+
+    def placed(fits):
+        result, fits = _place(model, ids, nominal, pairs, fits, regularize)
+        overlaps = [(ids[i], ids[j], info) for (i, j), (_, _, info) in zip(pairs, fits)]
+        scored = _with_seams(_overlap_fits(result, overlaps), tiles, result.transforms, stage)
+        return result, fits, overlaps, scored
+
+    result, fits, overlaps, scored = placed(fits)
+    # robust by the pixels: a tie that the placement leaves far from its matches,
+    # or whose seam it left worse than the stage's, is let go when the seams
+    # around it then agree better (two wrong pairs among six can outvote the
+    # residuals' robust scale, and nothing else would show them)
+    tried: set = set()
+    for _ in range(_PIXEL_TRIALS):
+        suspects = [k for k, o in enumerate(scored) if o.source and k not in tried and
+                    (o.rms > _PIXEL_RESIDUAL or o.seam_ncc < o.stage_ncc - _SEAM_WORSE)]
+        if not suspects:
+            break
+        k = max(suspects, key=lambda k: scored[k].rms if np.isfinite(scored[k].rms) else 0.0)
+        tried.add(k)
+        trial = list(fits)
+        trial[k] = (np.zeros((0, 2)), np.zeros((0, 2)),
+                    dict(fits[k][2], source="", kept=0, weights=None, let_go=True))
+        if not any(len(p) for p, _, _ in trial):
+            break
+        again = placed(trial)
+        before = np.nansum([o.seam_ncc for o in scored])
+        if np.nansum([o.seam_ncc for o in again[3]]) > before + 0.01:
+            result, fits, overlaps, scored = again
     tied = {k for (i, j), (p, _, _) in zip(pairs, fits) if len(p) for k in (i, j)}
     unmatched = [ids[k] for k in range(len(ids)) if k not in tied]
     if unmatched:
@@ -799,11 +851,9 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, regulari
                 f"{shown}", SpectralignWarning, stacklevel=3)
     departed = [np.hypot(*(info["found"] - info["nominal"])) for _, _, info in overlaps
                 if info.get("source")]
-    _check_size(result, {t: nominal[k] for k, t in enumerate(ids)}, size,
-                max(departed, default=0.0))
-    fits = _overlap_fits(result, overlaps)
-    fits = _with_seams(fits, dict(zip(ids, sources)), result.transforms,
-                       {t: nominal[k] for k, t in enumerate(ids)})
+    _check_size(result, stage_pos, size, max(departed, default=0.0))
+    _warn_worse(scored, [bool(info.get("let_go")) for _, _, info in overlaps])
+    fits = scored
     return Montage(placement=result, tiles=dict(zip(ids, sources)), names=dict(zip(ids, names)),
                    nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=fits,
                    snr_threshold=thresholds[1], unmatched=unmatched, tilesize=size,
@@ -1203,33 +1253,37 @@ def _check_size(result: PlacementResult, nominal: dict, tilesize, stage_error=0.
                       SpectralignWarning, stacklevel=4)
 
 
+#: Ties the placement leaves this far (px RMS) from their matches are suspects,
+#: let go when the seams then agree better; at most this many are tried.
+_PIXEL_RESIDUAL = 2.0
+_PIXEL_TRIALS = 8
+
 #: A seam this much worse (NCC) than at the stage layout is reported.
 _SEAM_WORSE = 0.05
 
 
-def _with_seams(fits: list[OverlapFit], tiles: dict, transforms: dict, nominal: dict
+def _with_seams(fits: list[OverlapFit], tiles: dict, transforms: dict, stage: list
                 ) -> list[OverlapFit]:
-    """The overlaps with their seam scores, under the placement and at the
-    stage; warns where an overlap's windows matched but the placement made
-    its seam worse than the stage layout's."""
+    """The overlaps with their seam scores under the placement, and
+    ``stage``'s (the seams at the stage layout)."""
     from dataclasses import replace
 
-    from .quality import seam_scores
+    placed = seam_scores(tiles, transforms, [(o.t, o.t_) for o in fits])
+    return [replace(o, seam_ncc=a.ncc, seam_rms=a.rms, stage_ncc=b.ncc)
+            for o, a, b in zip(fits, placed, stage)]
 
-    pairs = [(o.t, o.t_) for o in fits]
-    placed = seam_scores(tiles, transforms, pairs)
-    stage = seam_scores(tiles, nominal, pairs)
-    out = [replace(o, seam_ncc=a.ncc, seam_rms=a.rms, stage_ncc=b.ncc)
-           for o, a, b in zip(fits, placed, stage)]
-    # where windows were kept, the placement should not agree worse than the stage
-    worse = [o for o in out if o.source and o.seam_ncc < o.stage_ncc - _SEAM_WORSE]
+
+def _warn_worse(fits: list[OverlapFit], let_go: list[bool]) -> None:
+    """Warn where the placement made a seam worse than the stage layout's
+    (tied there, or let go because the seams around it agreed better)."""
+    worse = [o for o, gone in zip(fits, let_go)
+             if (o.source or gone) and o.seam_ncc < o.stage_ncc - _SEAM_WORSE]
     if worse:
         listed = ", ".join(f"{o.t!r}-{o.t_!r} ({o.seam_ncc:.2f} < {o.stage_ncc:.2f})"
                            for o in worse[:5])
         warnings.warn(f"{len(worse)} seam(s) agree worse under the placement than at the stage "
                       f"layout (pixel NCC over the overlap): {listed}; check those tiles' "
                       f"matches and the layout.", SpectralignWarning, stacklevel=4)
-    return out
 
 
 def _overlap_fits(result: PlacementResult, overlaps) -> list[OverlapFit]:
