@@ -38,7 +38,7 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
@@ -803,10 +803,24 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, regulari
     stage_pos = {t: nominal[k] for k, t in enumerate(ids)}
     stage = seam_scores(tiles, stage_pos, [(ids[i], ids[j]) for i, j in pairs])
 
-    def placed(fits):
+    def placed(fits, last=None):
+        """Place, and score the seams (only those of moved tiles, given the
+        ``last`` placement and its scores)."""
         result, fits = _place(model, ids, nominal, pairs, fits, regularize)
         overlaps = [(ids[i], ids[j], info) for (i, j), (_, _, info) in zip(pairs, fits)]
-        scored = _with_seams(_overlap_fits(result, overlaps), tiles, result.transforms, stage)
+        fitted = _overlap_fits(result, overlaps)
+        if last is None:
+            return result, fits, overlaps, _with_seams(fitted, tiles, result.transforms, stage)
+        before = last[0].transforms
+        moved = {t for t, a in result.transforms.items()
+                 if np.abs(np.asarray(a.matrix) - np.asarray(before[t].matrix)).max() > 1e-3}
+        redo = [k for k, o in enumerate(fitted) if o.t in moved or o.t_ in moved]
+        new = _with_seams([fitted[k] for k in redo], tiles, result.transforms,
+                          [stage[k] for k in redo])
+        scored = [replace(o, seam_ncc=p.seam_ncc, seam_rms=p.seam_rms, stage_ncc=p.stage_ncc)
+                  for o, p in zip(fitted, last[3])]
+        for k, o in zip(redo, new):
+            scored[k] = o
         return result, fits, overlaps, scored
 
     result, fits, overlaps, scored = placed(fits)
@@ -827,7 +841,7 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, regulari
                     dict(fits[k][2], source="", kept=0, weights=None, let_go=True))
         if not any(len(p) for p, _, _ in trial):
             break
-        again = placed(trial)
+        again = placed(trial, (result, fits, overlaps, scored))
         before = np.nansum([o.seam_ncc for o in scored])
         if np.nansum([o.seam_ncc for o in again[3]]) > before + 0.01:
             result, fits, overlaps, scored = again
@@ -887,8 +901,6 @@ def _place(model, ids, nominal, pairs, fits, regularize=0.0):
     stage layout's offsets to them), so that they do not tear the seams
     that the stage layout had right.  Returns the result and the fits.
     """
-    from dataclasses import replace
-
     fits = list(fits)
     for _ in range(10):
         pl = Placement()
@@ -1266,8 +1278,6 @@ def _with_seams(fits: list[OverlapFit], tiles: dict, transforms: dict, stage: li
                 ) -> list[OverlapFit]:
     """The overlaps with their seam scores under the placement, and
     ``stage``'s (the seams at the stage layout)."""
-    from dataclasses import replace
-
     placed = seam_scores(tiles, transforms, [(o.t, o.t_) for o in fits])
     return [replace(o, seam_ncc=a.ncc, seam_rms=a.rms, stage_ncc=b.ncc)
             for o, a, b in zip(fits, placed, stage)]
