@@ -431,8 +431,8 @@ def _solve_linear(model: str, system: System, c: np.ndarray, s: np.ndarray, pinn
 
 
 def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
-          pinned_mats: np.ndarray, hub: int | None = None, regularize: float = 0.0
-          ) -> np.ndarray:
+          pinned_mats: np.ndarray, hub: int | None = None,
+          regularize: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Least-squares matrices (T, 2, 3) for the given match weights.
 
     ``pinned`` tiles keep ``pinned_mats``.  With ``hub`` (and nothing
@@ -448,10 +448,11 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     shrinking, and the montage collapses (to 1 % of its size, measured).  So
     each piece of the match graph also keeps the mean linear part I, as a
     hard constraint, and the priors only move and turn it.  With
-    ``regularize > 0`` each tile's linear part is also pulled towards that
-    of the solution of the next simpler model (affine: similarity;
-    similarity: euclidean, i.e. scale 1), with weight
-    ``regularize`` times half the tile's number of points (the data's own
+    ``regularize = (a, s)`` each affine tile's linear part is also pulled
+    towards that of the similarity solution with weight ``a``, and each
+    similarity tile's (the affine model's target included) towards the
+    euclidean solution's (scale 1) with weight ``s``, times half the tile's
+    number of points (the data's own
     stiffness in the tile's normalized frame).  Raises ``LinAlgError`` if
     the system is singular.
     """
@@ -466,14 +467,15 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     k = _NPARAM[model]
     groups = (scale_groups(system, weights)
               if len(system.at) and not len(pinned) and hub is None else None)
-    if model in ("similarity", "affine") and regularize > 0:
-        if model == "affine":
-            target = _solve_linear("similarity", used, c, s, pinned, pinned_mats, hub,
-                                   groups=groups)
+    pull = {"affine": regularize[0], "similarity": regularize[1]}.get(model, 0.0)
+    if pull > 0:
+        if model == "affine":  # the similarity solution, itself pulled by regularize[1]
+            target = solve("similarity", system, weights, pinned, pinned_mats, hub,
+                           (0.0, regularize[1]))
         else:
             target = solve("euclidean", system, weights, pinned, pinned_mats, hub)
         count = _point_moments(system, weights)[0]
-        prior = (target[:, :, :2], regularize * count / 2)
+        prior = (target[:, :, :2], pull * count / 2)
         return _solve_linear(model, used, c, s, pinned, pinned_mats, hub, prior, groups)
     if model != "euclidean":
         return _solve_linear(model, used, c, s, pinned, pinned_mats, hub, groups=groups)
@@ -575,7 +577,7 @@ def robust_scale(norms: np.ndarray) -> float:
 def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np.ndarray, *,
                  robust: bool, abs_threshold: float, rel_threshold: float,
                  max_rounds: int = 60, hub: int | None = None,
-                 regularize: float = 0.0) -> RobustFit:
+                 regularize: tuple[float, float] = (0.0, 0.0)) -> RobustFit:
     """Least squares, then (if ``robust`` and some residual is too large)
     iterative rejection of bad matches.
 
@@ -615,7 +617,7 @@ class _Rounds:
     """The state of iterative rejection for one model."""
 
     def __init__(self, model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub,
-                 regularize=0.0):
+                 regularize=(0.0, 0.0)):
         self.model, self.system = model, system
         self.pinned, self.pinned_mats, self.hub = pinned, pinned_mats, hub
         self.regularize = regularize

@@ -305,7 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     al.add_argument("--regularize", type=float, default=None, metavar="W",
                     help="similarity/affine models: pull each section's linear part towards "
                          "the next simpler model (affine: similarity; similarity: scale 1) "
-                         "with weight W (default 0.1 affine, 0 similarity)")
+                         "with weight W (default 3; 0: plain)")
     al.add_argument("--windows", type=int, default=8,
                     help="windows per side of the grid matched between sections (default 8)")
     al.add_argument("-o", "--output", required=True, metavar="OUT.ome.zarr")

@@ -230,7 +230,8 @@ class Placement:
 
     def solve(self, model: str = "translation", *, fix: Hashable | None = None,
               robust: bool = True, abs_threshold: float = 2.0,
-              rel_threshold: float = 5.0, regularize: float = 0.0) -> PlacementResult:
+              rel_threshold: float = 5.0,
+              regularize: float | tuple[float, float] = 0.0) -> PlacementResult:
         """Place every tile.
 
         Parameters
@@ -255,13 +256,15 @@ class Placement:
             Residuals (px) below this are never treated as errors.
         rel_threshold : float
             Residuals below this many ``sigma`` are never treated as errors.
-        regularize : float
+        regularize : float or (float, float)
             Similarity and affine models: pull each tile's linear part
             towards that of the next simpler model's solution (affine: the
             similarity solution, rotation and uniform scale; similarity: the
             euclidean one, scale 1), with this weight relative to the
             tile's own matches (0.1 to 1 is typical; 0, the default, is the
-            plain model).  On large grids whose tiles meet in narrow
+            plain model).  A pair ``(a, s)`` with the affine model pulls
+            towards the similarity solution with ``a``, that solution being
+            itself pulled towards scale 1 with ``s``.  On large grids whose tiles meet in narrow
             overlaps, the shear and anisotropic scale of each tile are
             fitted mostly to match noise, and along a stack of sections each
             pair's scale is, and they add up; this damps them.  It biases
@@ -292,11 +295,7 @@ class Placement:
         if model not in MODELS:
             hint = " ('rigid' here is rotation + translation: 'euclidean')" if model == "rigid" else ""
             raise ValueError(f"Expected a model in {MODELS}. Got {model!r} instead{hint}.")
-        if not regularize >= 0:
-            raise ValueError(f"Expected regularize >= 0. Got {regularize!r} instead.")
-        if regularize and model not in ("similarity", "affine"):
-            raise ValueError(f"Expected regularize only with the similarity or affine model. "
-                             f"Got regularize={regularize!r} with {model!r}.")
+        pulls = _pulls(model, regularize)
         if not abs_threshold >= 0 or not rel_threshold >= 0:
             raise ValueError(
                 f"Expected thresholds >= 0. Got abs_threshold={abs_threshold!r}, "
@@ -327,7 +326,7 @@ class Placement:
         try:
             fit = _lsq.robust_solve(model, system, pinned, pinned_mats, robust=robust,
                                     abs_threshold=abs_threshold, rel_threshold=rel_threshold,
-                                    hub=hub, regularize=float(regularize))
+                                    hub=hub, regularize=pulls)
         except np.linalg.LinAlgError as exc:
             raise SingularPlacementError(
                 f"The {model} placement has no unique solution ({exc}). Check for tiles "
@@ -469,6 +468,25 @@ class Placement:
             f"Expected every tile to have at least {need} for the {model} model. Got "
             f"{shown}{more}. Add matches (e.g. a grid of windows per overlap), a prior, "
             f"or use a simpler model.", tiles=tiles)
+
+
+def _pulls(model: str, regularize: Any) -> tuple[float, float]:
+    """``regularize`` as (affine towards similarity, similarity towards euclidean)."""
+    pair = tuple(np.broadcast_to(np.asarray(regularize, float), (2,))
+                 if np.ndim(regularize) else (float(regularize),) * 2)
+    if len(pair) != 2 or not all(v >= 0 for v in pair):
+        raise ValueError(f"Expected regularize >= 0 (one number, or a pair for the affine "
+                         f"model). Got {regularize!r} instead.")
+    if any(pair) and model not in ("similarity", "affine"):
+        raise ValueError(f"Expected regularize only with the similarity or affine model. "
+                         f"Got regularize={regularize!r} with {model!r}.")
+    if np.ndim(regularize):
+        if model != "affine":
+            raise ValueError(f"Expected a pair for regularize only with the affine model. Got "
+                             f"{regularize!r} with {model!r}.")
+        return float(pair[0]), float(pair[1])
+    r = float(regularize)
+    return (r, 0.0) if model == "affine" else (0.0, r)
 
 
 def _check_weight(weight: Any, t: Hashable, t_: Hashable | None) -> float:

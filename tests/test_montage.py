@@ -392,7 +392,7 @@ def test_a_placement_that_changes_sizes_warns():
 
 def test_regularize_goes_with_the_models_that_scale_only():
     grid = stitch2d_grid()
-    with pytest.raises(ValueError, match="regularize only with model='similarity' or"):
+    with pytest.raises(ValueError, match="only with model='similarity' or 'affine'"):
         spectralign.stitch_grid([grid.tiles[0, 0]] * 2, grid=(1, 2), model="euclidean",
                                 regularize=0.5)
     for extra in (["--regularize", "0.5"], ["--model", "affine", "--regularize", "-1"]):

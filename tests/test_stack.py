@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -151,11 +152,14 @@ def test_every_model_aligns_the_real_stack_at_its_scale(perturbed_stack, model):
     models that scale shrink the stack to a 2 x 2 px volume reporting RMS
     0.000 px; the pixels now say how well neighbours agree."""
     images, _ = perturbed_stack
-    stack = spectralign.align_stack(images[:10], model=model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpectralignWarning)  # no scale warning
+        stack = spectralign.align_stack(images[:10], model=model)
     res = stack.placement
-    # similarity and affine: each pair's scale is free, and over 10 sections
-    # whose content changes it drifts by up to 3-4 % (and says so)
-    assert res.scales.min() > 0.95 and res.scales.max() < 1.05
+    # similarity and affine: each pair's scale is free, and plain it drifts
+    # along the stack by 3-4 % over these 10 sections; the default pull
+    # towards scale 1 keeps it within 2 %
+    assert res.scales.min() > 0.98 and res.scales.max() < 1.02
     assert res.rms > 0.5  # real sections differ: residuals of whole pixels
     aligned = np.array([s.ncc for s in stack.seams])
     before = np.array([s.ncc for s in stack.seams_before])
