@@ -39,7 +39,7 @@ import tifffile  # noqa: E402
 
 import spectralign  # noqa: E402
 from spectralign import _loader  # noqa: E402
-from spectralign._fft import MEASURE_AFTER, RealFFT2, backend  # noqa: E402
+from spectralign.match.fft import MEASURE_AFTER, RealFFT2, backend  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

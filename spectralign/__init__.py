@@ -31,15 +31,15 @@ from .errors import (
     UnknownTileError,
     WindowOutsideImageError,
 )
-from .image import Image
-from .matcher import WEIGHTINGS, Iteration, Match, Matcher, Matches, fast_size
-from .quality import Seam, seam_scores
-from .placement import MODELS, Placement
-from .placement_result import DroppedMatch, PairFit, PlacementResult
-from .renderer import Renderer
-from .montage import Montage, OverlapFit, stitch_grid, stitch_sections
-from .stack import Stack, align_stack
-from .tileconfig import TileEntry, read_tileconfig, write_tileconfig
+from .io.image import Image
+from .match.matcher import WEIGHTINGS, Iteration, Match, Matcher, Matches, fast_size
+from .pipelines.quality import Seam, seam_scores
+from .place.placement import MODELS, Placement
+from .place.result import DroppedMatch, PairFit, PlacementResult
+from .render.renderer import Renderer
+from .pipelines.montage import Montage, OverlapFit, stitch_grid, stitch_sections
+from .pipelines.stack import Stack, align_stack
+from .io.tileconfig import TileEntry, read_tileconfig, write_tileconfig
 from . import datasets
 
 __version__ = "0.1.0"

@@ -193,7 +193,7 @@ class Affine:
         Image
             ``out[y, x]`` is the tile at ``inverse()((x0 + x, y0 + y))``.
         """
-        from .image import Image
+        from .io.image import Image
 
         data = np.asarray(img, dtype=np.float32)
         if rect is None:

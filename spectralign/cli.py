@@ -13,9 +13,9 @@ import numpy as np
 from . import __version__
 from .datasets import stitch2d_grid
 from .errors import SpectralignError, StoreExistsError
-from .matcher import Matcher
-from .placement import Placement
-from .renderer import Renderer
+from .match.matcher import Matcher
+from .place.placement import Placement
+from .render.renderer import Renderer
 
 __all__ = ["main"]
 
@@ -160,7 +160,7 @@ report.
 """
     import warnings
 
-    from .montage import stitch_grid
+    from .pipelines.montage import stitch_grid
 
     out = Path(args.output)
     json_path, beside = _outputs(out, (".csv", ".overlaps.csv",
@@ -207,7 +207,7 @@ def _align_stack(args: argparse.Namespace) -> int:
     """Align a stack of serial sections and write the aligned (z, y, x) volume."""
     import warnings
 
-    from .stack import align_stack
+    from .pipelines.stack import align_stack
 
     out = Path(args.output)
     json_path, beside = _outputs(out, ())

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.ndimage
 
 from .affine import Affine
-from .image import Image
+from .io.image import Image
 
 __all__ = ["GridDataset", "stitch2d_grid", "SyntheticGrid", "synthetic_grid",
            "perturb_sections", "graph_paper"]

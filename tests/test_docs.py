@@ -26,7 +26,7 @@ def test_docs_site_builds_strictly(tmp_path):
     assert "Stitch a grid of tiles" in api
 
 
-@pytest.mark.parametrize("module", ["spectralign.matcher", "spectralign.quality",
+@pytest.mark.parametrize("module", ["spectralign.match.matcher", "spectralign.pipelines.quality",
                                     "spectralign.datasets"])
 def test_docstring_examples_run(module):
     import doctest

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import spectralign
-from spectralign import _fft
+from spectralign.match import fft as _fft
 from conftest import fourier_shifted
 
 needs_pyfftw = pytest.mark.skipif(_fft.pyfftw is None, reason="pyfftw is not installed")

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import spectralign
 from spectralign import errors
-from spectralign.image import parse_point, parse_size
+from spectralign.io.image import parse_point, parse_size
 
 _RNG = np.random.default_rng(11)
 #: A random 40 x 50 image (module level, so hypothesis tests can share it).

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter
 
-from spectralign import _kernels, _spectral
+from spectralign.match import kernels as _kernels, spectral as _spectral
 from spectralign.errors import WindowOutsideImageError
 
 pytestmark = pytest.mark.skipif(_kernels.backend() != "numba", reason="numba is not installed")

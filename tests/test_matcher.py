@@ -66,7 +66,7 @@ def test_two_threads_give_serial_results(sem_texture):
     # matching switches from numpy to the compiled loops once they are
     # loaded (the same numbers to float32 rounding): load them first, so
     # that both runs use the same ones and must agree bit for bit
-    spectralign._loader.wait()
+    spectralign.match.loader.wait()
     rng = np.random.default_rng(5)
     P = rng.uniform(150, 850, (200, 2))
     P_ = P + rng.uniform(-5, 5, (200, 2))

@@ -144,7 +144,7 @@ def test_numpy_and_compiled_paths_agree(sem2):
     P_ = np.array([[ov / 2, TILE / 2]])
     size = fast_size((0.15 * TILE, 0.8 * TILE))
     out = [m._refine_chunk(P, P_, size, 1, 3, 0.0, compiled=c)
-           for c in ((False, True) if spectralign._kernels.backend() == "numba" else (False,))]
+           for c in ((False, True) if spectralign.match.kernels.backend() == "numba" else (False,))]
     for o in out[1:]:
         np.testing.assert_allclose(o[1] - o[0], out[0][1] - out[0][0], atol=1e-3)
 

@@ -15,7 +15,7 @@ import spectralign
 from spectralign import cli
 from spectralign.datasets import stitch2d_grid, synthetic_grid
 from spectralign.errors import LayoutError, NoTilesError, SpectralignWarning, TileConfigError
-from spectralign.montage import grid_positions
+from spectralign.pipelines.montage import grid_positions
 
 from conftest import shared
 
@@ -179,7 +179,7 @@ def test_a_long_overlap_strip_is_drawn_in_readable_pieces(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spectralign._plots import _strip_figure
+    from spectralign.pipelines.plots import _strip_figure
 
     rng = np.random.default_rng(0)
     a = rng.random((170, 2048))
@@ -193,7 +193,7 @@ def test_a_long_overlap_strip_is_drawn_in_readable_pieces(tmp_path):
 
 
 def test_overlap_images_follow_the_transforms(sem_texture):
-    from spectralign.quality import overlap_images
+    from spectralign.pipelines.quality import overlap_images
 
     scene = sem_texture[:300, :500].astype(np.float64)
     tiles = {"a": scene[:, :300], "b": scene[:, 200:]}
@@ -380,7 +380,7 @@ def test_every_model_places_the_real_grid_at_its_scale(model, regularize):
 def test_a_placement_that_changes_sizes_warns():
     """Matches that say one tile is 10 % smaller than the other: the
     placement can follow them (similarity), and says so."""
-    from spectralign.montage import _check_size
+    from spectralign.pipelines.montage import _check_size
 
     pl = spectralign.Placement()
     p = np.array([[x, y] for x in (150.0, 190.0) for y in (20.0, 180.0)])

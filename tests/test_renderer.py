@@ -270,7 +270,7 @@ def test_distributed_cluster_writes_the_same_store_and_library_prints_nothing(
 def test_jpeg_tiles_render_like_their_decoded_arrays():
     from importlib import resources
 
-    from spectralign import _source
+    from spectralign.io import sources as _source
 
     folder = resources.files("spectralign") / "data" / "stitch2d_grid"
     files = sorted(str(p) for p in folder.iterdir() if p.name.endswith(".jpg"))[:2]

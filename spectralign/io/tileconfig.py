@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .errors import TileConfigError
+from ..errors import TileConfigError
 
 __all__ = ["TileEntry", "read_tileconfig", "write_tileconfig"]
 

@@ -8,8 +8,8 @@ from typing import Hashable
 
 import numpy as np
 
-from . import _lsq
-from .affine import Affine
+from . import lsq as _lsq
+from ..affine import Affine
 
 __all__ = ["PlacementResult", "PairFit", "DroppedMatch"]
 

@@ -44,14 +44,14 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .affine import Affine
-from .errors import LayoutError, NoMatchesError, NoTilesError, SpectralignWarning
-from .image import Image
-from .matcher import Matcher
-from .placement import Placement
-from .placement_result import PlacementResult
+from ..affine import Affine
+from ..errors import LayoutError, NoMatchesError, NoTilesError, SpectralignWarning
+from ..io.image import Image
+from ..match.matcher import Matcher
+from ..place.placement import Placement
+from ..place.result import PlacementResult
 from .quality import seam_scores
-from .tileconfig import read_tileconfig, write_tileconfig
+from ..io.tileconfig import read_tileconfig, write_tileconfig
 
 __all__ = ["stitch_grid", "stitch_sections", "Montage", "OverlapFit", "grid_positions", "natural_sorted",
            "ome_stage_positions"]
@@ -112,7 +112,7 @@ def _collect(tiles: Any) -> tuple[list[Any], list[str]]:
 def _shape(tile: Any) -> tuple[int, int]:
     """(height, width) of a tile without reading its pixels where possible."""
     if isinstance(tile, (str, os.PathLike)):
-        from ._source import FileSource
+        from ..io.sources import FileSource
 
         return FileSource(tile).shape
     shape = getattr(tile, "shape", None)
@@ -242,7 +242,7 @@ class OverlapFit:
         RMS residual (px) of the kept windows under the final placement.
     seam_ncc, seam_rms : float
         How well the two tiles' pixels agree over the overlap under the
-        final placement (:func:`spectralign.quality.seam_scores`: NCC, and
+        final placement (:func:`spectralign.pipelines.quality.seam_scores`: NCC, and
         RMS difference in the tiles' units); NaN where not scored.
     stage_ncc : float
         The same NCC with the tiles where the stage layout put them.
@@ -324,7 +324,7 @@ class Montage:
         ``method``, ...); the default feather is a quarter of the smallest
         overlap, at least 10 px.
         """
-        from .renderer import Renderer
+        from ..render.renderer import Renderer
 
         if options.get("blend") is None:
             options["blend"] = self._default_blend()
@@ -504,7 +504,7 @@ class Montage:
         difference for the ``n`` worst seams (``worst_seam_K.png``) and
         the ``n`` worst residuals (``worst_residual_K.png``); long strips
         are cut into rows of pieces.  Returns the files written."""
-        from ._plots import plot_montage
+        from .plots import plot_montage
 
         return plot_montage(self, Path(folder), n)
 
@@ -890,7 +890,7 @@ _WEAK_RESIDUAL = 2.0
 def _regularization(model: str, regularize, kind: str = "grid"):
     """The pull towards the next simpler model: by default (``None``) that
     of ``_REGULARIZE`` for a ``"grid"`` or a ``"stack"``; checked."""
-    from .placement import _pulls
+    from ..place.placement import _pulls
 
     if regularize is None:
         return _REGULARIZE[kind].get(model, 0.0)
@@ -965,7 +965,7 @@ def _place(model, ids, nominal, pairs, fits, regularize=0.0):
 def _pieces(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
     """Connected pieces (of two tiles or more) of the graph of matched pairs,
     largest first."""
-    from . import _lsq
+    from ..place import lsq as _lsq
 
     ia, ib = np.array(edges).T
     _, labels = _lsq.components(n, ia, ib)
@@ -1062,7 +1062,7 @@ def _pair_ncc(a, b, offsets) -> np.ndarray:
     from ``a``, all over the same points of ``a`` (the part of ``a`` that
     ``b`` covers at every offset), so that the scores compare fairly; -1
     where that part is too small to score."""
-    from ._source import as_source
+    from ..io.sources import as_source
     from .quality import _sample
 
     offsets = np.asarray(offsets, float).reshape(-1, 2)

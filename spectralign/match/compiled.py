@@ -3,8 +3,8 @@
 This is the only module that imports numba.  Each loop fuses passes that
 numpy would make one by one (cut and apodize; weigh the cross-power; locate
 the peak; sample, feather and accumulate a tile) and reads each array
-once.  :mod:`spectralign._kernels` chooses between these loops and the
-numpy maths of :mod:`spectralign._spectral`, which give the same numbers
+once.  :mod:`spectralign.match.kernels` chooses between these loops and the
+numpy maths of :mod:`spectralign.match.spectral`, which give the same numbers
 to float32 rounding (``tests/test_kernels.py``).  The loops release the
 GIL, so they run on several threads at once.
 """

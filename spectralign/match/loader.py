@@ -40,7 +40,7 @@ _seconds = [0.0]  # spent matching with numpy
 
 def _load() -> None:
     try:
-        from . import _kernels
+        from . import kernels as _kernels
 
         if _kernels.compiled_loops() is not None:
             from .matcher import Matcher
@@ -61,7 +61,7 @@ def _load() -> None:
 
 def _start() -> bool:
     """Start the loading thread if numba is installed; False if it is not."""
-    from . import _kernels
+    from . import kernels as _kernels
 
     if _kernels.backend() != "numba":
         return False

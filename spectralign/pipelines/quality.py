@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .affine import Affine
+from ..affine import Affine
 
 __all__ = ["Seam", "seam_scores", "overlap_images"]
 
@@ -114,7 +114,7 @@ def overlap_images(tiles: Mapping[Hashable, Any], transforms: Mapping[Hashable, 
     a seam by eye.  Pixels outside either tile are NaN.  None where the
     tiles do not overlap.
     """
-    from ._source import as_source
+    from ..io.sources import as_source
 
     sa, sb = as_source(tiles[t]), as_source(tiles[t_])
     a, b = _transform(transforms[t]), _transform(transforms[t_])
@@ -164,7 +164,7 @@ def seam_scores(tiles: Mapping[Hashable, Any], transforms: Mapping[Hashable, Any
     Examples
     --------
     >>> import numpy as np
-    >>> from spectralign.quality import seam_scores
+    >>> from spectralign.pipelines.quality import seam_scores
     >>> rng = np.random.default_rng(0)
     >>> scene = rng.random((200, 300))
     >>> tiles = {"a": scene[:, :200], "b": scene[:, 100:]}
@@ -173,7 +173,7 @@ def seam_scores(tiles: Mapping[Hashable, Any], transforms: Mapping[Hashable, Any
     >>> round(good.ncc, 2), bad.ncc < 0.5
     (1.0, True)
     """
-    from ._source import as_source
+    from ..io.sources import as_source
 
     sources = {}
     out = []

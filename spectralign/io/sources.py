@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ImageDimensionError
+from ..errors import ImageDimensionError
 
 _TIFF = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 _DECODED = 8  # whole-file decodes (JPEG, PNG) kept per process for the next chunks

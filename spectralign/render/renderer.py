@@ -9,11 +9,12 @@ from typing import Any, Hashable, Mapping
 
 import numpy as np
 
-from . import _blend, ome
-from ._source import as_source
-from .affine import Affine
-from .errors import EmptyCanvasError, InvalidSizeError, TileShapeError, UnknownTileError
-from .image import parse_size
+from . import blend as _blend
+from ..io import ome_zarr as ome
+from ..io.sources import as_source
+from ..affine import Affine
+from ..errors import EmptyCanvasError, InvalidSizeError, TileShapeError, UnknownTileError
+from ..io.image import parse_size
 
 __all__ = ["Renderer"]
 

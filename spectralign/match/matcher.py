@@ -12,10 +12,10 @@ import numpy as np
 
 import scipy.fft
 
-from . import _kernels, _loader, _spectral
-from ._fft import get_plan
-from .errors import InvalidPointError
-from .image import Image, parse_point, parse_size
+from . import kernels as _kernels, loader as _loader, spectral as _spectral
+from .fft import get_plan
+from ..errors import InvalidPointError
+from ..io.image import Image, parse_point, parse_size
 
 __all__ = ["Matcher", "Match", "Matches", "Iteration", "WEIGHTINGS", "fast_size"]
 
@@ -395,7 +395,7 @@ class Matcher:
 
         ``compiled`` picks the compiled loops or numpy; None: the compiled
         ones if they are loaded, else numpy (counting its time towards
-        loading them, see :mod:`spectralign._loader`)."""
+        loading them, see :mod:`spectralign.match.loader`)."""
         if compiled is None:
             compiled = _loader.ready()
             if not compiled:

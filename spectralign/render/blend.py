@@ -26,7 +26,7 @@ class TileItem:
     inverse : (2, 3) float array
         Model-to-tile transform.
     source : object
-        Has ``read(y0, y1, x0, x1) -> ndarray`` (see ``spectralign._source``).
+        Has ``read(y0, y1, x0, x1) -> ndarray`` (see ``spectralign.io.sources``).
     width, height : int
         Tile size in pixels.
     """
@@ -149,7 +149,7 @@ def blend_chunk(x0: float, y0: float, height: int, width: int, items: list[TileI
     or ``"last"`` (the first or last tile in ``items`` that covers a pixel
     wins).  Integer ``dtype`` output is rounded and clipped to its range.
     """
-    from . import _kernels  # its compiled loops import numba: only where rendering happens
+    from ..match import kernels as _kernels  # its compiled loops import numba: only where rendering happens
 
     xs = x0 + np.arange(width, dtype=np.float64)
     ys = y0 + np.arange(height, dtype=np.float64)

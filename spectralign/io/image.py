@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from ._spectral import apodization_window
-from .errors import (
+from ..match.spectral import apodization_window
+from ..errors import (
     ImageDimensionError,
     ImageNotFoundError,
     ImageReadError,

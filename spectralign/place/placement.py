@@ -6,9 +6,9 @@ from typing import Any, Hashable, Iterable
 
 import numpy as np
 
-from . import _lsq
-from .affine import Affine
-from .errors import (
+from . import lsq as _lsq
+from ..affine import Affine
+from ..errors import (
     DisconnectedTileGraphError,
     InvalidMatchError,
     InvalidPointError,
@@ -17,7 +17,7 @@ from .errors import (
     UnderdeterminedTileError,
     UnknownTileError,
 )
-from .placement_result import PlacementResult
+from .result import PlacementResult
 
 __all__ = ["Placement", "PlacementResult", "MODELS"]
 

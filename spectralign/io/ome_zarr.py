@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import StoreExistsError
+from ..errors import StoreExistsError
 
 PROGRESS = ".spectralign-progress"
 OME_VERSION = "0.5"

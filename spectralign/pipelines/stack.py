@@ -17,14 +17,14 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .affine import Affine
-from .errors import LayoutError, NoMatchesError, SpectralignWarning
-from .image import Image
-from .matcher import Matcher
+from ..affine import Affine
+from ..errors import LayoutError, NoMatchesError, SpectralignWarning
+from ..io.image import Image
+from ..match.matcher import Matcher
 from .montage import (_PRIOR_WEIGHT, _SIZE_TOLERANCE, _collect, _pow2_at_most,
                       _regularization, _shape)
-from .placement import Placement
-from .placement_result import PlacementResult
+from ..place.placement import Placement
+from ..place.result import PlacementResult
 
 __all__ = ["align_stack", "Stack"]
 
@@ -96,7 +96,7 @@ class Stack:
 
     def renderer(self, **options: Any):
         """A :class:`Renderer` with one z-level per section."""
-        from .renderer import Renderer
+        from ..render.renderer import Renderer
 
         options.setdefault("blend", 0)
         ren = Renderer(affine=self.transforms, tilesize=self.size, **options)

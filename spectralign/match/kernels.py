@@ -3,10 +3,10 @@
 One refinement iteration is three FFTs and some twenty elementwise passes
 around them (cut the windows, apodize, form and weight the cross-power,
 find the peak and its statistics).  With numba installed those passes run
-as fused compiled loops (:mod:`spectralign._compiled`, the only module that
+as fused compiled loops (:mod:`spectralign.match.compiled`, the only module that
 imports numba) that read each array once, which brings an iteration close
 to the cost of its FFTs; otherwise, or with ``compiled=False``, the same
-maths runs as numpy expressions from :mod:`spectralign._spectral`.  Both
+maths runs as numpy expressions from :mod:`spectralign.match.spectral`.  Both
 give the same numbers to float32 rounding (``tests/test_kernels.py``).
 
 Importing this module does not import numba: :func:`compiled_loops`
@@ -28,8 +28,8 @@ from types import ModuleType
 
 import numpy as np
 
-from . import _spectral
-from .image import _check_overlap, _cut
+from . import spectral as _spectral
+from ..io.image import _check_overlap, _cut
 
 __all__ = ["backend", "compiled_loops", "apodize_windows", "weigh_snr", "weigh_cross_power",
            "surface_stats", "locate_peaks", "accumulate"]
@@ -48,11 +48,11 @@ def backend() -> str:
 
 
 def compiled_loops() -> ModuleType | None:
-    """The compiled loops (:mod:`spectralign._compiled`), importing numba
+    """The compiled loops (:mod:`spectralign.match.compiled`), importing numba
     on the first call; None where numba is not installed."""
     if not _numba_installed():
         return None
-    return importlib.import_module("spectralign._compiled")
+    return importlib.import_module("spectralign.match.compiled")
 
 
 def _loops(compiled: bool) -> ModuleType | None:
@@ -140,7 +140,7 @@ def apodize_windows(img: np.ndarray, origins: np.ndarray, fill: float,
     the origins may be fractional and the window is sampled there by quintic
     spline interpolation (scipy.ndimage, with its prefilter); else they are
     whole pixels.  ``out[k]`` receives ``(x - m) * apod`` with ``m`` the
-    apodization-weighted mean (see :func:`spectralign._spectral.apodize_stack`).
+    apodization-weighted mean (see :func:`spectralign.match.spectral.apodize_stack`).
 
     Returns
     -------
@@ -174,7 +174,7 @@ def weigh_snr(s1: np.ndarray, s2: np.ndarray, shape: tuple[int, int], dead: np.n
               *, compiled: bool = True) -> None:
     """SNR-weighted cross-power of two spectrum stacks, into both.
 
-    Computes what :func:`spectralign._spectral.snr_weighted_cross_power`
+    Computes what :func:`spectralign.match.spectral.snr_weighted_cross_power`
     does and writes it over ``s1`` *and* ``s2`` (``s1`` is then transformed
     back, which destroys it; ``s2`` keeps a copy for the subpixel peak).
     Where ``dead[k]`` is true (a textureless window) the result is zero.
@@ -199,7 +199,7 @@ def weigh_cross_power(s1: np.ndarray, s2: np.ndarray, exponent: float,
                       noise_floor: float, dead: np.ndarray, *, compiled: bool = True) -> None:
     """Partially whitened cross-power of two spectrum stacks, into both.
 
-    Computes what :func:`spectralign._spectral.whitened_cross_power` does
+    Computes what :func:`spectralign.match.spectral.whitened_cross_power` does
     and writes it over ``s1`` *and* ``s2`` (``s1`` is then transformed
     back, which destroys it; ``s2`` keeps a copy for the subpixel peak).
     Where ``dead[k]`` is true (a textureless window) the result is zero.
@@ -240,9 +240,9 @@ def surface_stats(corr: np.ndarray, spectra: np.ndarray) -> tuple[np.ndarray, np
 def locate_peaks(corr: np.ndarray, spectra: np.ndarray, *, compiled: bool = True):
     """Subpixel peak, peak value, width and SNR of each correlation surface.
 
-    The same numbers as :func:`spectralign._spectral.integer_peaks`, then
-    :func:`~spectralign._spectral.refine_peaks` and
-    :func:`~spectralign._spectral.peak_snr`, in one call.
+    The same numbers as :func:`spectralign.match.spectral.integer_peaks`, then
+    :func:`~spectralign.match.spectral.refine_peaks` and
+    :func:`~spectralign.match.spectral.peak_snr`, in one call.
 
     Parameters
     ----------
@@ -287,7 +287,7 @@ def accumulate(acc: np.ndarray, cover: np.ndarray, x0: float, y0: float, inverse
     Canvas pixel ``[r, c]`` is model point ``(x0 + c, y0 + r)``; ``inverse``
     maps it to tile point ``(u, v)``; ``sub`` holds tile pixels
     ``[v0:, u0:]``.  Weights and values are those of
-    :func:`spectralign._blend.feather` and bilinear (order 1) or nearest
+    :func:`spectralign.render.blend.feather` and bilinear (order 1) or nearest
     (order 0) sampling with edge pixels repeated.
     """
     loops = compiled_loops() if order <= 1 else None
