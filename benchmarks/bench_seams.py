@@ -28,7 +28,7 @@ import numpy as np
 import tifffile
 
 import spectralign
-from spectralign.pipelines.montage import grid_positions
+from spectralign.pipelines.inputs import grid_positions
 from spectralign.datasets import graph_paper, perturb_sections, stitch2d_grid, synthetic_grid
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -37,7 +37,8 @@ from .pipelines.quality import Seam, seam_scores
 from .place.placement import MODELS, Placement
 from .place.result import DroppedMatch, PairFit, PlacementResult
 from .render.renderer import Renderer
-from .pipelines.montage import Montage, OverlapFit, stitch_grid, stitch_sections
+from .pipelines.grid import stitch_grid, stitch_sections
+from .pipelines.montage import Montage, OverlapFit
 from .pipelines.stack import Stack, align_stack
 from .io.tileconfig import TileEntry, read_tileconfig, write_tileconfig
 from . import datasets

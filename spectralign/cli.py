@@ -160,7 +160,7 @@ report.
 """
     import warnings
 
-    from .pipelines.montage import stitch_grid
+    from .pipelines.grid import stitch_grid
 
     out = Path(args.output)
     json_path, beside = _outputs(out, (".csv", ".overlaps.csv",

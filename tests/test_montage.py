@@ -15,7 +15,7 @@ import spectralign
 from spectralign import cli
 from spectralign.datasets import stitch2d_grid, synthetic_grid
 from spectralign.errors import LayoutError, NoTilesError, SpectralignWarning, TileConfigError
-from spectralign.pipelines.montage import grid_positions
+from spectralign.pipelines.inputs import grid_positions
 
 from conftest import shared
 
@@ -380,7 +380,7 @@ def test_every_model_places_the_real_grid_at_its_scale(model, regularize):
 def test_a_placement_that_changes_sizes_warns():
     """Matches that say one tile is 10 % smaller than the other: the
     placement can follow them (similarity), and says so."""
-    from spectralign.pipelines.montage import _check_size
+    from spectralign.pipelines.placing import _check_size
 
     pl = spectralign.Placement()
     p = np.array([[x, y] for x in (150.0, 190.0) for y in (20.0, 180.0)])

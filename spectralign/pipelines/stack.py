@@ -21,8 +21,9 @@ from ..affine import Affine
 from ..errors import LayoutError, NoMatchesError, SpectralignWarning
 from ..io.image import Image
 from ..match.matcher import Matcher
-from .montage import (_PRIOR_WEIGHT, _SIZE_TOLERANCE, _collect, _pow2_at_most,
-                      _regularization, _shape)
+from ..io.files import collect_tiles, tile_shape
+from .geometry import _pow2_at_most
+from .placing import _PRIOR_WEIGHT, _SIZE_TOLERANCE, _regularization
 from ..place.placement import Placement
 from ..place.result import PlacementResult
 
@@ -202,13 +203,13 @@ def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | 
     if model == "affine" and regularize is not None and not np.ndim(regularize):
         regularize = (regularize, regularize)  # both steps, as the default
     regularize = _regularization(model, regularize, "stack")  # checked before any work
-    sources, names = _collect(sections)
+    sources, names = collect_tiles(sections)
     if len(sources) == 1:
         sources, names = _pages(sources[0], names[0])
     if len(sources) < 2:
         raise LayoutError(f"Expected at least two sections. Got {len(sources)}; give a folder, "
                           f"a glob pattern, several files, or one multi-page TIFF stack.")
-    shapes = {_shape(s) for s in sources}
+    shapes = {tile_shape(s) for s in sources}
     if len(shapes) != 1:
         raise LayoutError(f"Expected sections of one size. Got sizes (height, width) "
                           f"{sorted(shapes)}.")
