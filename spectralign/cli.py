@@ -137,14 +137,6 @@ def _check_outputs(out: Path, beside: list[Path], overwrite: bool, resume: bool)
                 f"{str(out.parent)!r}; pass --overwrite to replace them or choose another -o.")
 
 
-def _progress(quiet: bool, desc: str = "matching overlaps"):
-    if quiet:
-        return None
-    from tqdm.auto import tqdm
-
-    return lambda it: tqdm(it, desc=desc, unit="pair")
-
-
 def _stitch(args: argparse.Namespace) -> int:
     """Stitch a grid of tiles into an OME-Zarr montage.
 
@@ -173,7 +165,7 @@ report.
         montage = stitch_grid(tiles, grid=args.grid, overlap=args.overlap, layout=args.layout,
                               major=args.major, flip=(args.flip_x, args.flip_y),
                               positions=args.positions, model=args.model,
-                              regularize=args.regularize, progress=_progress(args.quiet))
+                              regularize=args.regularize, progress=not args.quiet)
     for w in caught:  # e.g. unmatched tiles, poor seams, a montage that changed size
         print(f"spectralign: warning: {w.message}", file=sys.stderr)
     if not args.quiet:
@@ -216,7 +208,7 @@ def _align_stack(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         stack = align_stack(_tiles_arg(args.sections), model=args.model,
                             regularize=args.regularize, grid=args.windows,
-                            progress=_progress(args.quiet, "aligning sections"))
+                            progress=not args.quiet)
     for w in caught:  # e.g. sections that match neither neighbour
         print(f"spectralign: warning: {w.message}", file=sys.stderr)
     if not args.quiet:

@@ -20,6 +20,9 @@ def natural_sorted(names: Iterable[str]) -> list[str]:
     return sorted(names, key=key)
 
 
+#: File name endings read with tifffile (pages, series, tiles, memory mapping).
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2", ".svs", ".ndpi", ".scn")
+
 #: File name endings taken as images from a folder or glob pattern.
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp",
                   ".jp2", ".j2k", ".jxl", ".avif", ".pgm", ".ppm")

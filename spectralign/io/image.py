@@ -9,6 +9,7 @@ import numpy as np
 import scipy.ndimage
 
 from ..match.spectral import apodization_window
+from .files import TIFF_SUFFIXES
 from ..errors import (
     ImageDimensionError,
     ImageNotFoundError,
@@ -21,7 +22,6 @@ from ..errors import (
 
 __all__ = ["Image", "parse_size", "parse_point"]
 
-_TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8", ".ndpi", ".scn")
 
 
 def parse_size(size: Any, name: str = "size") -> tuple[int, int]:
@@ -77,7 +77,7 @@ def _read(path: str, page: int | None, series: int | None) -> np.ndarray:
     if os.path.isdir(path):
         raise ImageReadError(f"Expected an image file. Got {path!r}, a directory.")
     try:
-        if path.lower().endswith(_TIFF_SUFFIXES) or page is not None or series is not None:
+        if path.lower().endswith(TIFF_SUFFIXES) or page is not None or series is not None:
             import tifffile
 
             kwargs = {}
@@ -241,7 +241,7 @@ class Image(np.ndarray):
         """
         path = os.fspath(path)
         data = np.asarray(self)
-        if path.lower().endswith((".tif", ".tiff")):
+        if path.lower().endswith(TIFF_SUFFIXES):
             import tifffile
 
             tifffile.imwrite(path, data)

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageDimensionError
+from .files import TIFF_SUFFIXES
 
-_TIFF = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 _DECODED = 8  # whole-file decodes (JPEG, PNG) kept per process for the next chunks
 _decoded: OrderedDict = OrderedDict()
 _decoded_lock = threading.Lock()
@@ -54,7 +54,7 @@ class FileSource:
         self.dtype = np.dtype(arr.dtype)
 
     def _open(self) -> Any:
-        if Path(self.path).suffix.lower() in _TIFF:
+        if Path(self.path).suffix.lower() in TIFF_SUFFIXES:
             import tifffile
 
             try:

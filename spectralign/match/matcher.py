@@ -25,6 +25,14 @@ _CHUNK_BYTES = 4 << 20  # window-pair stacks of about this size per FFT batch
 WEIGHTINGS = ("snr", "swiftir")
 
 
+def default_workers() -> int:
+    """Threads that matching uses unless told otherwise: the CPUs this
+    process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def fast_size(size: tuple[int, int]) -> tuple[int, int]:
     """The window size ``(width, height)`` actually computed for ``size``:
     each side rounded up to the next length whose FFT is fast (factors 2, 3
@@ -370,9 +378,7 @@ class Matcher:
         n = len(P)
         chunk = max(1, min(n, _CHUNK_BYTES // (8 * w * h)))
         starts = list(range(0, n, chunk))
-        if workers is None:
-            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        workers = max(1, min(int(workers), len(starts)))
+        workers = max(1, min(default_workers() if workers is None else int(workers), len(starts)))
 
         def run(start: int) -> tuple:
             return self._refine_chunk(P[start:start + chunk], P_[start:start + chunk],

@@ -31,22 +31,20 @@ and a way to render.  It is built from the three core classes:
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import LayoutError, NoMatchesError, SpectralignWarning
-from .quality import seam_scores
+from ..errors import LayoutError, NoMatchesError
 from ..io.files import collect_tiles, tile_shape
 from ..io.stage import stage_positions
+from ..match.matcher import default_workers
 from .geometry import _pairs
-from .inputs import _Sized, _TileCache, grid_positions
+from .inputs import MatchOptions, _Sized, _TileCache, grid_positions, progress_wrapper
 from .matching import _learn_threshold, _match_pair
 from .montage import Montage
-from .placing import _PIXEL_RESIDUAL, _PIXEL_TRIALS, _SEAM_WORSE, _check_size, _overlap_fits, _pieces, _place, _regularization, _warn_worse, _with_seams
+from .placing import _place_by_pixels, _regularization, _warn_about
 
 
 def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
@@ -167,10 +165,9 @@ def stitch_grid(tiles: Any, grid: tuple[int, int] | None = None,
         ids = list(cells)
     pairs = _pairs(nominal, size, min_overlap)
     cols = grid[1] if grid is not None else int(np.sqrt(len(sources))) + 1
+    options = MatchOptions(windows, window, min_overlap, snr_threshold, workers, progress)
     return _stitch(sources, names, ids, nominal, pairs, size, cells, model=model,
-                   regularize=regularize, windows=windows, window=window,
-                   snr_threshold=snr_threshold, workers=workers, progress=progress,
-                   cache_size=2 * cols + 2)
+                   regularize=regularize, options=options, cache_size=2 * cols + 2)
 
 
 def stitch_sections(sections: Sequence[Any], grid: tuple[int, int],
@@ -235,27 +232,23 @@ def stitch_sections(sections: Sequence[Any], grid: tuple[int, int],
                                                           min_overlap)]
         if z + 1 < len(sections):  # the same cell in the next section
             pairs += [(base + k, base + n + k) for k in range(n)]
+    options = MatchOptions(windows, window, min_overlap, snr_threshold, workers, progress)
     return _stitch(sources, names, ids, nominal, pairs, size, cells, model=model,
-                   regularize=regularize, windows=windows, window=window,
-                   snr_threshold=snr_threshold, workers=workers, progress=progress,
+                   regularize=regularize, options=options,
                    cache_size=2 * n + 2 * grid[1] + 2, sections=levels)
 
 
-def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, regularize, windows,
-            window, snr_threshold, workers, progress, cache_size, sections=None) -> "Montage":
+def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, regularize,
+            options: MatchOptions, cache_size, sections=None) -> "Montage":
     """Match ``pairs`` (indices into ``sources``), place, and make the Montage."""
     regularize = _regularization(model, regularize)
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        progress = lambda it: tqdm(it, desc="matching overlaps", unit="pair")  # noqa: E731
-    wrap = progress or (lambda it: it)
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    workers = max(1, int(workers))
+    wrap = progress_wrapper(options.progress, "matching overlaps")
+    workers = max(1, default_workers() if options.workers is None else int(options.workers))
+    windows, window = options.windows, options.window
     cache = _TileCache(sources, cache_size + 4 * workers)
-    thresholds = ((float(snr_threshold),) * 2 if snr_threshold is not None
+    thresholds = ((float(options.snr_threshold),) * 2 if options.snr_threshold is not None
                   else _learn_threshold(cache, nominal, pairs, size, windows, window))
+
     def one(pair):
         return _match_pair(cache, pair[0], pair[1], nominal, size, windows, window, thresholds)
 
@@ -264,81 +257,15 @@ def _stitch(sources, names, ids, nominal, pairs, size, cells, *, model, regulari
     else:  # pairs in raster order over threads; results kept in pair order
         with ThreadPoolExecutor(workers) as pool:
             fits = list(wrap(_Sized(pool.map(one, pairs), len(pairs))))
-    if not any(len(p) for p, _, _ in fits):
+    if not any(pm.tied for pm in fits):
         raise NoMatchesError(
             f"Expected matches between overlapping tiles. Got none in {len(pairs)} overlapping "
             f"pair(s) (SNR thresholds {thresholds[0]:.1f} / {thresholds[1]:.1f}); check the "
             f"grid, layout and overlap, or the tiles' content.")
     tiles = dict(zip(ids, sources))
-    stage_pos = {t: nominal[k] for k, t in enumerate(ids)}
-    stage = seam_scores(tiles, stage_pos, [(ids[i], ids[j]) for i, j in pairs])
-
-    def placed(fits, last=None):
-        """Place, and score the seams (only those of moved tiles, given the
-        ``last`` placement and its scores)."""
-        result, fits = _place(model, ids, nominal, pairs, fits, regularize)
-        overlaps = [(ids[i], ids[j], info) for (i, j), (_, _, info) in zip(pairs, fits)]
-        fitted = _overlap_fits(result, overlaps)
-        if last is None:
-            return result, fits, overlaps, _with_seams(fitted, tiles, result.transforms, stage)
-        before = last[0].transforms
-        moved = {t for t, a in result.transforms.items()
-                 if np.abs(np.asarray(a.matrix) - np.asarray(before[t].matrix)).max() > 1e-3}
-        redo = [k for k, o in enumerate(fitted) if o.t in moved or o.t_ in moved]
-        new = _with_seams([fitted[k] for k in redo], tiles, result.transforms,
-                          [stage[k] for k in redo])
-        scored = [replace(o, seam_ncc=p.seam_ncc, seam_rms=p.seam_rms, stage_ncc=p.stage_ncc)
-                  for o, p in zip(fitted, last[3])]
-        for k, o in zip(redo, new):
-            scored[k] = o
-        return result, fits, overlaps, scored
-
-    result, fits, overlaps, scored = placed(fits)
-    # robust by the pixels: a tie that the placement leaves far from its matches,
-    # or whose seam it left worse than the stage's, is let go when the seams
-    # around it then agree better (two wrong pairs among six can outvote the
-    # residuals' robust scale, and nothing else would show them)
-    tried: set = set()
-    for _ in range(_PIXEL_TRIALS):
-        suspects = [k for k, o in enumerate(scored) if o.source and k not in tried and
-                    (o.rms > _PIXEL_RESIDUAL or o.seam_ncc < o.stage_ncc - _SEAM_WORSE)]
-        if not suspects:
-            break
-        k = max(suspects, key=lambda k: scored[k].rms if np.isfinite(scored[k].rms) else 0.0)
-        tried.add(k)
-        trial = list(fits)
-        trial[k] = (np.zeros((0, 2)), np.zeros((0, 2)),
-                    dict(fits[k][2], source="", kept=0, weights=None, let_go=True))
-        if not any(len(p) for p, _, _ in trial):
-            break
-        again = placed(trial, (result, fits, overlaps, scored))
-        before = np.nansum([o.seam_ncc for o in scored])
-        if np.nansum([o.seam_ncc for o in again[3]]) > before + 0.01:
-            result, fits, overlaps, scored = again
-    tied = {k for (i, j), (p, _, _) in zip(pairs, fits) if len(p) for k in (i, j)}
-    unmatched = [ids[k] for k in range(len(ids)) if k not in tied]
-    if unmatched:
-        warnings.warn(f"{len(unmatched)} tile(s) have no kept match with a neighbour and keep "
-                      f"the stage layout's offsets to their neighbours: {unmatched[:10]!r}",
-                      SpectralignWarning, stacklevel=3)
-    matched_pairs = [(i, j) for (i, j), (p, _, _) in zip(pairs, fits) if len(p)]
-    if matched_pairs:
-        pieces = _pieces(len(ids), matched_pairs)
-        if len(pieces) > 1:
-            shown = "; ".join(repr([ids[k] for k in piece[:4]])[:-1]
-                              + (", ...]" if len(piece) > 4 else "]") for piece in pieces[:4])
-            warnings.warn(
-                f"The matched tiles form {len(pieces)} separate pieces (of "
-                f"{', '.join(str(len(p)) for p in pieces)} tiles) that no kept match joins: "
-                f"their places relative to each other come from the stage layout alone. "
-                f"Check the layout (flip, major, snake/raster) and the overlap. Pieces: "
-                f"{shown}", SpectralignWarning, stacklevel=3)
-    departed = [np.hypot(*(info["found"] - info["nominal"])) for _, _, info in overlaps
-                if info.get("source")]
-    _check_size(result, stage_pos, size, max(departed, default=0.0))
-    _warn_worse(scored, [bool(info.get("let_go")) for _, _, info in overlaps])
-    fits = scored
+    result, fits, scored = _place_by_pixels(model, regularize, ids, nominal, pairs, fits, tiles)
+    unmatched = _warn_about(result, ids, nominal, pairs, fits, scored, size)
     return Montage(placement=result, tiles=dict(zip(ids, sources)), names=dict(zip(ids, names)),
-                   nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=fits,
+                   nominal={t: nominal[k] for k, t in enumerate(ids)}, overlaps=scored,
                    snr_threshold=thresholds[1], unmatched=unmatched, tilesize=size,
                    cells=dict(zip(ids, cells)) if cells else {}, sections=sections)

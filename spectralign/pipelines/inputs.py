@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -75,6 +76,53 @@ def grid_positions(n: int, grid: tuple[int, int], tilesize: tuple[int, int],
         cells.append((r, c))
     pos = np.array([(c * w * (1 - ox), r * h * (1 - oy)) for r, c in cells], dtype=float)
     return cells, pos
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    """How every pipeline matches overlaps (see :func:`stitch_grid`).
+
+    Attributes
+    ----------
+    windows : int
+        Small windows per overlap.
+    window : int, optional
+        Their size (default: from the overlap).
+    min_overlap : float
+        Pairs sharing less than this (px) in either axis are not matched.
+    snr_threshold : float, optional
+        SNR a window must reach (default: learned from the data).
+    workers : int, optional
+        Threads matching overlaps at once (default: the CPUs available).
+    progress : bool or callable, optional
+        True for a progress bar, or a function wrapping an iterable.
+    """
+
+    windows: int = 7
+    window: int | None = None
+    min_overlap: float = 16
+    snr_threshold: float | None = None
+    workers: int | None = None
+    progress: Callable[[Iterable], Iterable] | bool | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.windows) < 1:
+            raise ValueError(f"Expected windows >= 1. Got {self.windows!r} instead.")
+        if self.window is not None and int(self.window) < 8:
+            raise ValueError(f"Expected window >= 8 px. Got {self.window!r} instead.")
+        if self.workers is not None and int(self.workers) < 1:
+            raise ValueError(f"Expected workers >= 1. Got {self.workers!r} instead.")
+
+
+def progress_wrapper(progress: Callable[[Iterable], Iterable] | bool | None,
+                     desc: str) -> Callable[[Iterable], Iterable]:
+    """``progress`` as a function wrapping an iterable: a tqdm bar named
+    ``desc`` for True, nothing for None or False."""
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        return lambda it: tqdm(it, desc=desc, unit="pair")
+    return progress or (lambda it: it)
 
 
 class _Sized:

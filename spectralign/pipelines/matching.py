@@ -4,11 +4,67 @@ or sparse content) by what the pixels show."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 import numpy as np
 
 from ..affine import Affine
 from ..match.matcher import Matcher
 from .geometry import _coarse_geometry, _fine_points, _fine_window, _overlap, _pow2_at_most
+
+
+_NO_POINTS = np.zeros((0, 2))
+_NO_POINTS.flags.writeable = False
+
+
+@dataclass(frozen=True, eq=False)
+class PairMatch:
+    """How one overlap matched: what it gives the placement, and why.
+
+    Attributes
+    ----------
+    nominal : (2,) float array
+        Offset ``(x, y)`` of the second tile from the first by the stage.
+    found : (2,) float array
+        Offset found by the coarse window (NaN if none was taken).
+    snr : float
+        Median SNR of the small windows (the coarse window's if none ran).
+    windows, kept : int
+        Small windows matched, and kept.
+    p, p_ : (K, 2) float arrays
+        Matching points in the first and second tile (``K = 0``: the pair
+        does not tie its tiles).
+    weights : (K,) float array
+        Weight of each point in the placement.
+    source : str
+        What ties the tiles: ``"windows"``, ``"coarse"`` or ``""``.
+    weak : bool
+        The tie is shown by the pixels rather than by the SNR.
+    let_go : bool
+        The pair was tied, and the placement let it go.
+    """
+
+    nominal: np.ndarray
+    found: np.ndarray = field(default_factory=lambda: np.full(2, np.nan))
+    snr: float = float("nan")
+    windows: int = 0
+    kept: int = 0
+    p: np.ndarray = field(default_factory=lambda: _NO_POINTS)
+    p_: np.ndarray = field(default_factory=lambda: _NO_POINTS)
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    source: str = ""
+    weak: bool = False
+    let_go: bool = False
+
+    @property
+    def tied(self) -> bool:
+        """Whether the pair gives the placement any points."""
+        return len(self.p) > 0
+
+    def released(self) -> PairMatch:
+        """The same pair, let go by the placement (no points)."""
+        return replace(self, p=_NO_POINTS, p_=_NO_POINTS, weights=np.zeros(0), kept=0,
+                       source="", let_go=True)
 
 
 #: The lowest SNR a window may have to count at all, whatever was learned.
@@ -58,7 +114,7 @@ def _shown(a, b, found, nominal_off) -> bool:
     return bool(s[0] >= max(s[1] + _VERIFY_MARGIN, _VERIFY_NCC))
 
 
-def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
+def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds) -> PairMatch:
     """Coarse window, then a row of small windows, for tiles i and j.
 
     A coarse offset that the learned SNR threshold does not accept is still
@@ -79,9 +135,7 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
     coarse = m.refine(first.p, first.p_, cwin, iters=4, tolerance=0.05)
     found = coarse.p - coarse.p_  # offset of b from a
     nominal_off = pb - pa
-    info = dict(nominal=nominal_off, found=np.full(2, np.nan), windows=0, kept=0,
-                snr=float(coarse.snr), source="")
-    none = np.zeros((0, 2)), np.zeros((0, 2)), info
+    none = PairMatch(nominal_off, snr=float(coarse.snr))
     if not np.isfinite(coarse.snr):
         return none
     significant = coarse.snr >= thresholds[0]
@@ -115,7 +169,6 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
         shown = _shown(a, b, found, nominal_off)
         if not shown:
             return none
-    info["found"] = found
     rect_f = _overlap(pa, pa + found, size)
     ow, oh = rect_f[2] - rect_f[0], rect_f[3] - rect_f[1]
     if min(ow / size[0], oh / size[1]) > 0.5:  # tiles of neighbouring sections: a grid
@@ -141,25 +194,22 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds):
         # a real overlap shows in most of its windows; one or two lucky windows
         # agreeing with a coarse peak that was itself luck are not a match
         keep[:] = False
-    info.update(windows=len(P), kept=int(keep.sum()), snr=float(np.median(fine.snr)),
-                weak=not significant)
+    base = PairMatch(nominal_off, found=found, snr=float(np.median(fine.snr)), windows=len(P),
+                     weak=not significant)
     if keep.any():
-        info["source"] = "windows"
         # the spread of a correlation peak's position goes as 1 / SNR^2: windows
         # weigh by SNR^2 (relative to the threshold, to keep the weights near 1)
-        info["weights"] = (fine.snr[keep] / thresholds[1]) ** 2
-        return fine.p[keep], fine.p_[keep], info
+        return replace(base, kept=int(keep.sum()), p=fine.p[keep], p_=fine.p_[keep],
+                       weights=(fine.snr[keep] / thresholds[1]) ** 2, source="windows")
     if shown is None:
         shown = not corner and _shown(a, b, found, nominal_off)
     if not shown:
-        return none
+        return replace(base, weak=False)
     # the coarse offset alone: a translation between the tiles, at the windows'
     # centres (two points or more, so that every model stays determined),
     # weighing as much in all as one window at the threshold
-    info["source"] = "coarse"
-    info["weak"] = True
-    info["weights"] = np.full(len(P), 1.0 / len(P))
-    return P, P - found, info
+    return replace(base, p=P, p_=P - found, weights=np.full(len(P), 1.0 / len(P)),
+                   source="coarse", weak=True)
 
 
 def _learn_threshold(cache, nominal, pairs, size, nwin, window) -> tuple[float, float]:

@@ -142,8 +142,9 @@ class Montage:
         ``pyramid`` and ``name`` go to ``to_zarr``; the rest to
         :meth:`renderer`.
         """
-        keys = ("resume", "overwrite", "pixel_size", "unit", "pyramid", "name")
-        store = {k: options.pop(k) for k in keys if k in options}
+        from ..render.renderer import split_store_options
+
+        options, store = split_store_options(options)
         return self.renderer(**options).to_zarr(path, **store)
 
     def _default_blend(self) -> float:

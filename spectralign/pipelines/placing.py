@@ -64,9 +64,9 @@ def _place(model, ids, nominal, pairs, fits, regularize=0.0):
     fits = list(fits)
     for _ in range(10):
         pl = Placement()
-        for (i, j), (p, p_, info) in zip(pairs, fits):
-            if len(p):
-                pl.addmatches(ids[i], ids[j], p, p_, weights=info.get("weights"))
+        for (i, j), pm in zip(pairs, fits):
+            if pm.tied:
+                pl.addmatches(ids[i], ids[j], pm.p, pm.p_, weights=pm.weights)
         for k, t in enumerate(ids):  # faint stage priors: the gauge of each piece
             pl.addprior(t, tuple(nominal[k]), weight=_PRIOR_WEIGHT)
         result = pl.solve(model, regularize=regularize)
@@ -74,17 +74,15 @@ def _place(model, ids, nominal, pairs, fits, regularize=0.0):
         for pf in result.pairs:
             rms[(pf.t, pf.t_)] = rms[(pf.t_, pf.t)] = pf.rms
         bad = {k: rms.get((ids[i], ids[j]), 0.0)
-               for k, ((i, j), (p, _, info)) in enumerate(zip(pairs, fits))
-               if len(p) and info.get("weak")}
+               for k, ((i, j), pm) in enumerate(zip(pairs, fits)) if pm.tied and pm.weak}
         bad = {k: r for k, r in bad.items() if r > _WEAK_RESIDUAL}
         if not bad:
             break
         worst = max(bad.values())
         for k, r in bad.items():
             if r >= 0.5 * worst:
-                info = dict(fits[k][2], source="", kept=0, weights=None, let_go=True)
-                fits[k] = (np.zeros((0, 2)), np.zeros((0, 2)), info)
-    tied = {k for (i, j), (p, _, _) in zip(pairs, fits) if len(p) for k in (i, j)}
+                fits[k] = fits[k].released()
+    tied = {k for (i, j), pm in zip(pairs, fits) if pm.tied for k in (i, j)}
     if tied and len(tied) < len(ids):
         index = {t: n for n, t in enumerate(result.tiles)}
         mats = result.fit.mats.copy()
@@ -148,7 +146,7 @@ def _check_size(result: PlacementResult, nominal: dict, tilesize, stage_error=0.
         warnings.warn(f"The {result.model} placement changed sizes: {'; '.join(problems)}. "
                       f"Check the tiles' matches, or use a model with fewer degrees of freedom "
                       f"(translation or euclidean), or regularize the affine model.",
-                      SpectralignWarning, stacklevel=4)
+                      SpectralignWarning, stacklevel=5)
 
 
 #: Ties the placement leaves this far (px RMS) from their matches are suspects,
@@ -180,16 +178,94 @@ def _warn_worse(fits: list[OverlapFit], let_go: list[bool]) -> None:
                            for o in worse[:5])
         warnings.warn(f"{len(worse)} seam(s) agree worse under the placement than at the stage "
                       f"layout (pixel NCC over the overlap): {listed}; check those tiles' "
-                      f"matches and the layout.", SpectralignWarning, stacklevel=4)
+                      f"matches and the layout.", SpectralignWarning, stacklevel=5)
 
 
-def _overlap_fits(result: PlacementResult, overlaps) -> list[OverlapFit]:
+def _overlap_fits(result: PlacementResult, ids, pairs, fits) -> list[OverlapFit]:
     by_pair = {(p.t, p.t_): p for p in result.pairs}
     out = []
-    for t, t_, info in overlaps:
+    for (i, j), pm in zip(pairs, fits):
+        t, t_ = ids[i], ids[j]
         pf = by_pair.get((t, t_), by_pair.get((t_, t)))
-        out.append(OverlapFit(t, t_, np.asarray(info["nominal"], float),
-                              np.asarray(info["found"], float), info["windows"], info["kept"],
-                              info["snr"], float(pf.rms) if pf is not None else float("nan"),
-                              source=info.get("source", "")))
+        out.append(OverlapFit(t, t_, np.asarray(pm.nominal, float), np.asarray(pm.found, float),
+                              pm.windows, pm.kept, pm.snr,
+                              float(pf.rms) if pf is not None else float("nan"),
+                              source=pm.source))
     return out
+
+
+def _place_by_pixels(model, regularize, ids, nominal, pairs, fits, tiles):
+    """Place (see :func:`_place`), score every seam, and let go, one at a
+    time, ties the placement leaves far from their matches or whose seam it
+    left worse than the stage's, where the seams then agree better (two
+    wrong pairs among six can outvote the residuals' robust scale, and
+    nothing else would show them).  Returns the result, the pairs' matches
+    and the scored overlaps."""
+    stage = seam_scores(tiles, {t: nominal[k] for k, t in enumerate(ids)},
+                        [(ids[i], ids[j]) for i, j in pairs])
+
+    def placed(fits, last=None):
+        """Place and score the seams (given the ``last`` placement and its
+        scores, only the seams of the tiles that moved)."""
+        result, fits = _place(model, ids, nominal, pairs, fits, regularize)
+        fitted = _overlap_fits(result, ids, pairs, fits)
+        if last is None:
+            return result, fits, _with_seams(fitted, tiles, result.transforms, stage)
+        before = last[0].transforms
+        moved = {t for t, a in result.transforms.items()
+                 if np.abs(np.asarray(a.matrix) - np.asarray(before[t].matrix)).max() > 1e-3}
+        redo = [k for k, o in enumerate(fitted) if o.t in moved or o.t_ in moved]
+        new = _with_seams([fitted[k] for k in redo], tiles, result.transforms,
+                          [stage[k] for k in redo])
+        scored = [replace(o, seam_ncc=p.seam_ncc, seam_rms=p.seam_rms, stage_ncc=p.stage_ncc)
+                  for o, p in zip(fitted, last[2])]
+        for k, o in zip(redo, new):
+            scored[k] = o
+        return result, fits, scored
+
+    now = placed(fits)
+    tried: set = set()
+    for _ in range(_PIXEL_TRIALS):
+        scored = now[2]
+        suspects = [k for k, o in enumerate(scored) if o.source and k not in tried and
+                    (o.rms > _PIXEL_RESIDUAL or o.seam_ncc < o.stage_ncc - _SEAM_WORSE)]
+        if not suspects:
+            break
+        k = max(suspects, key=lambda k: scored[k].rms if np.isfinite(scored[k].rms) else 0.0)
+        tried.add(k)
+        trial = list(now[1])
+        trial[k] = trial[k].released()
+        if not any(pm.tied for pm in trial):
+            break
+        again = placed(trial, now)
+        if np.nansum([o.seam_ncc for o in again[2]]) > np.nansum([o.seam_ncc for o in scored]) + 0.01:
+            now = again
+    return now
+
+
+def _warn_about(result, ids, nominal, pairs, fits, scored, size) -> list:
+    """Warn about untied tiles, separate pieces, changed sizes and seams made
+    worse; returns the untied tiles."""
+    tied = {k for (i, j), pm in zip(pairs, fits) if pm.tied for k in (i, j)}
+    unmatched = [ids[k] for k in range(len(ids)) if k not in tied]
+    if unmatched:
+        warnings.warn(f"{len(unmatched)} tile(s) have no kept match with a neighbour and keep "
+                      f"the stage layout's offsets to their neighbours: {unmatched[:10]!r}",
+                      SpectralignWarning, stacklevel=4)
+    matched_pairs = [(i, j) for (i, j), pm in zip(pairs, fits) if pm.tied]
+    if matched_pairs:
+        pieces = _pieces(len(ids), matched_pairs)
+        if len(pieces) > 1:
+            shown = "; ".join(repr([ids[k] for k in piece[:4]])[:-1]
+                              + (", ...]" if len(piece) > 4 else "]") for piece in pieces[:4])
+            warnings.warn(
+                f"The matched tiles form {len(pieces)} separate pieces (of "
+                f"{', '.join(str(len(p)) for p in pieces)} tiles) that no kept match joins: "
+                f"their places relative to each other come from the stage layout alone. "
+                f"Check the layout (flip, major, snake/raster) and the overlap. Pieces: "
+                f"{shown}", SpectralignWarning, stacklevel=4)
+    departed = [np.hypot(*(pm.found - pm.nominal)) for pm in fits if pm.tied]
+    _check_size(result, {t: nominal[k] for k, t in enumerate(ids)}, size,
+                max(departed, default=0.0))
+    _warn_worse(scored, [pm.let_go for pm in fits])
+    return unmatched

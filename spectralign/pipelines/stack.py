@@ -21,8 +21,9 @@ from ..affine import Affine
 from ..errors import LayoutError, NoMatchesError, SpectralignWarning
 from ..io.image import Image
 from ..match.matcher import Matcher
-from ..io.files import collect_tiles, tile_shape
+from ..io.files import TIFF_SUFFIXES, collect_tiles, tile_shape
 from .geometry import _pow2_at_most
+from .inputs import progress_wrapper
 from .placing import _PRIOR_WEIGHT, _SIZE_TOLERANCE, _regularization
 from ..place.placement import Placement
 from ..place.result import PlacementResult
@@ -109,8 +110,9 @@ class Stack:
 
     def to_zarr(self, path: str | os.PathLike, **options: Any) -> Path:
         """Render the aligned volume to OME-Zarr ``(z, y, x)``."""
-        keys = ("resume", "overwrite", "pixel_size", "unit", "pyramid", "name")
-        store = {k: options.pop(k) for k in keys if k in options}
+        from ..render.renderer import split_store_options
+
+        options, store = split_store_options(options)
         return self.renderer(**options).to_zarr(path, **store)
 
 
@@ -118,7 +120,7 @@ def _pages(source: Any, name: str) -> tuple[list[Any], list[str]]:
     """The sections of one multi-page TIFF (or one (z, y, x) array): one
     per page, memory-mapped where the file allows; else the source alone."""
     if isinstance(source, (str, os.PathLike)):
-        if not str(source).lower().endswith((".tif", ".tiff")):
+        if not str(source).lower().endswith(TIFF_SUFFIXES):
             return [source], [name]
         import tifffile
 
@@ -220,11 +222,7 @@ def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | 
     gx = np.linspace(margin, w - margin, grid)
     gy = np.linspace(margin, h - margin, grid)
     points = np.array([(x, y) for y in gy for x in gx])
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        progress = lambda it: tqdm(it, desc="aligning sections", unit="pair")  # noqa: E731
-    wrap = progress or (lambda it: it)
+    wrap = progress_wrapper(progress, "aligning sections")
     centre = np.array([w / 2, h / 2])
 
     def match(a: Image, b: Image):

@@ -79,6 +79,17 @@ def _bounds(afm: Affine, width: int, height: int) -> tuple[float, float, float, 
     return (corners[:, 0].min(), corners[:, 1].min(), corners[:, 0].max(), corners[:, 1].max())
 
 
+#: Options of :meth:`Renderer.to_zarr` (the rest of a ``to_zarr(**options)``
+#: call on a result go to its ``renderer``).
+STORE_OPTIONS = ("resume", "overwrite", "pixel_size", "unit", "pyramid", "name")
+
+
+def split_store_options(options: dict) -> tuple[dict, dict]:
+    """``options`` as (Renderer options, :meth:`Renderer.to_zarr` options)."""
+    store = {k: v for k, v in options.items() if k in STORE_OPTIONS}
+    return {k: v for k, v in options.items() if k not in STORE_OPTIONS}, store
+
+
 class Renderer:
     """Blend placed tiles into one model-space canvas, chunk by chunk.
 
