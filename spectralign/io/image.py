@@ -132,7 +132,7 @@ def _to_gray_float(data: np.ndarray, source: str) -> np.ndarray:
     return data
 
 
-def _check_overlap(shape: tuple[int, int], x0: int, y0: int, w: int, h: int) -> None:
+def check_overlap(shape: tuple[int, int], x0: int, y0: int, w: int, h: int) -> None:
     """Raise WindowOutsideImageError unless ``[x0, x0+w) x [y0, y0+h)`` meets the image."""
     ih, iw = shape
     if x0 + w <= 0 or x0 >= iw or y0 + h <= 0 or y0 >= ih:
@@ -143,8 +143,8 @@ def _check_overlap(shape: tuple[int, int], x0: int, y0: int, w: int, h: int) -> 
             f"coordinates (x, y), not (row, column).")
 
 
-def _cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: float,
-         out: np.ndarray | None = None) -> np.ndarray:
+def cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: float,
+        out: np.ndarray | None = None) -> np.ndarray:
     """Integer window ``img[y0:y0+h, x0:x0+w]``; outside pixels get ``fill``
     (NaN: the mean of the window's pixels on the image).
 
@@ -156,7 +156,7 @@ def _cut(img: np.ndarray, x0: int, y0: int, w: int, h: int, fill: float,
     if 0 <= x0 and x0 + w <= iw and 0 <= y0 and y0 + h <= ih:
         out[...] = img[y0:y0 + h, x0:x0 + w]
         return out
-    _check_overlap(img.shape, x0, y0, w, h)
+    check_overlap(img.shape, x0, y0, w, h)
     xa, xb = max(x0, 0), min(x0 + w, iw)
     ya, yb = max(y0, 0), min(y0 + h, ih)
     inside = img[ya:yb, xa:xb]
@@ -285,11 +285,11 @@ class Image(np.ndarray):
         frac = origin - base
         fill = self._fill(border)
         if not frac.any():
-            return Image(_cut(img, base[0], base[1], w, h, fill))
+            return Image(cut(img, base[0], base[1], w, h, fill))
         # the window's pixels lie between integer columns base .. base + w
-        _check_overlap(img.shape, base[0], base[1], w + 1, h + 1)
+        check_overlap(img.shape, base[0], base[1], w + 1, h + 1)
         m = order + 2  # margin for the interpolation kernel
-        region = _cut(img, base[0] - m, base[1] - m, w + 2 * m, h + 2 * m, fill)
+        region = cut(img, base[0] - m, base[1] - m, w + 2 * m, h + 2 * m, fill)
         out = scipy.ndimage.shift(region, (-frac[1], -frac[0]), order=order,
                                   mode="nearest", prefilter=order > 1)
         return Image(out[m:m + h, m:m + w])

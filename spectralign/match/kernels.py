@@ -29,7 +29,7 @@ from types import ModuleType
 import numpy as np
 
 from . import spectral as _spectral
-from ..io.image import _check_overlap, _cut
+from ..io.image import check_overlap, cut
 
 __all__ = ["backend", "compiled_loops", "apodize_windows", "weigh_snr", "weigh_cross_power",
            "surface_stats", "locate_peaks", "accumulate"]
@@ -65,7 +65,7 @@ def _apodize_numpy(img, origins, fill, apod, out):
     h, w = apod.shape
     x0, y0 = origins[:, 0], origins[:, 1]
     for k in range(len(x0)):
-        _cut(img, int(x0[k]), int(y0[k]), w, h, fill, out[k])
+        cut(img, int(x0[k]), int(y0[k]), w, h, fill, out[k])
     return _apodize_numpy_cut(out, apod)
 
 
@@ -91,7 +91,7 @@ def _apodize_spline(img, origins, fill, apod, out, order=_SPLINE_ORDER):
     m = 2 * order + 2  # the prefilter's reach is negligible past this
     for k, (x, y) in enumerate(origins):
         ox, oy = int(np.floor(x)), int(np.floor(y))
-        region = _cut(img, ox - m, oy - m, w + 2 * m, h + 2 * m, fill).astype(np.float64)
+        region = cut(img, ox - m, oy - m, w + 2 * m, h + 2 * m, fill).astype(np.float64)
         coef = scipy.ndimage.spline_filter(region, order=order, mode="mirror")
         taps, wx = _spline_taps(x - ox, order)
         _, wy = _spline_taps(y - oy, order)
@@ -156,8 +156,8 @@ def apodize_windows(img: np.ndarray, origins: np.ndarray, fill: float,
     h, w = apod.shape
     if interpolate:
         origins = np.ascontiguousarray(origins, dtype=np.float64)
-        for x, y in origins:  # _cut raises too, but with the margin in the numbers
-            _check_overlap(img.shape, int(np.floor(x)), int(np.floor(y)), w, h)
+        for x, y in origins:  # cut raises too, but with the margin in the numbers
+            check_overlap(img.shape, int(np.floor(x)), int(np.floor(y)), w, h)
         return _apodize_spline(img, origins, fill, apod, out)
     origins = np.ascontiguousarray(origins, dtype=np.int64)
     loops = _loops(compiled)
@@ -166,7 +166,7 @@ def apodize_windows(img: np.ndarray, origins: np.ndarray, fill: float,
     w_sum, _ = _spectral._window_sums(apod.shape)
     mean, energy, k = loops._apodize_numba(img, origins, float(fill), apod, out, w_sum)
     if k >= 0:  # window k is off the image
-        _check_overlap(img.shape, int(origins[k, 0]), int(origins[k, 1]), w, h)
+        check_overlap(img.shape, int(origins[k, 0]), int(origins[k, 1]), w, h)
     return mean, energy
 
 

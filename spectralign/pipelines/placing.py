@@ -37,12 +37,12 @@ _WEAK_RESIDUAL = 2.0
 def _regularization(model: str, regularize, kind: str = "grid"):
     """The pull towards the next simpler model: by default (``None``) that
     of ``_REGULARIZE`` for a ``"grid"`` or a ``"stack"``; checked."""
-    from ..place.placement import _pulls
+    from ..place.placement import regularization_pulls
 
     if regularize is None:
         return _REGULARIZE[kind].get(model, 0.0)
     try:
-        _pulls(model, regularize)
+        regularization_pulls(model, regularize)
     except ValueError:
         raise ValueError(f"Expected regularize >= 0, and only with model='similarity' or "
                          f"'affine'. Got regularize={regularize!r} with model={model!r}."
@@ -85,7 +85,7 @@ def _place(model, ids, nominal, pairs, fits, regularize=0.0):
     tied = {k for (i, j), pm in zip(pairs, fits) if pm.tied for k in (i, j)}
     if tied and len(tied) < len(ids):
         index = {t: n for n, t in enumerate(result.tiles)}
-        mats = result.fit.mats.copy()
+        mats = result.matrices.copy()
         near: dict[int, list[int]] = {}
         for i, j in pairs:
             near.setdefault(i, []).append(j)
@@ -103,7 +103,7 @@ def _place(model, ids, nominal, pairs, fits, regularize=0.0):
                     mm[:, 2] += mm[:, :2] @ (nominal[k] - nominal[n])
                 mats[index[ids[k]]] = np.mean(m, axis=0)
             placed.update(ring)
-        result = replace(result, fit=replace(result.fit, mats=mats))
+        result = result.with_matrices(mats)
     return result, fits
 
 

@@ -295,7 +295,7 @@ class Placement:
         if model not in MODELS:
             hint = " ('rigid' here is rotation + translation: 'euclidean')" if model == "rigid" else ""
             raise ValueError(f"Expected a model in {MODELS}. Got {model!r} instead{hint}.")
-        pulls = _pulls(model, regularize)
+        pulls = regularization_pulls(model, regularize)
         if not abs_threshold >= 0 or not rel_threshold >= 0:
             raise ValueError(
                 f"Expected thresholds >= 0. Got abs_threshold={abs_threshold!r}, "
@@ -470,7 +470,7 @@ class Placement:
             f"or use a simpler model.", tiles=tiles)
 
 
-def _pulls(model: str, regularize: Any) -> tuple[float, float]:
+def regularization_pulls(model: str, regularize: Any) -> tuple[float, float]:
     """``regularize`` as (affine towards similarity, similarity towards euclidean)."""
     pair = tuple(np.broadcast_to(np.asarray(regularize, float), (2,))
                  if np.ndim(regularize) else (float(regularize),) * 2)

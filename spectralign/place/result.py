@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Hashable
 
@@ -102,6 +102,17 @@ class PlacementResult:
     @property
     def rounds(self) -> int:
         return self.fit.rounds
+
+    def with_matrices(self, matrices: np.ndarray) -> "PlacementResult":
+        """The same fit with other transforms (``(T, 2, 3)``, in the order of
+        :attr:`tiles`), its residuals recomputed: e.g. tiles that no match
+        holds, placed by other means."""
+        mats = np.asarray(matrices, dtype=np.float64)
+        if mats.shape != self.fit.mats.shape:
+            raise ValueError(f"Expected matrices of shape {self.fit.mats.shape}. Got "
+                             f"{mats.shape} instead.")
+        fit = replace(self.fit, mats=mats, residuals=_lsq.residuals(mats, self.system))
+        return replace(self, fit=fit)
 
     # -- transforms ------------------------------------------------------
 
