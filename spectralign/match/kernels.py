@@ -32,7 +32,7 @@ from . import spectral as _spectral
 from ..io.image import check_overlap, cut
 
 __all__ = ["backend", "compiled_loops", "apodize_windows", "weigh_snr", "weigh_cross_power",
-           "surface_stats", "locate_peaks", "accumulate"]
+           "surface_stats", "locate_peaks"]
 
 _SPLINE_ORDER = 5
 
@@ -270,30 +270,3 @@ def locate_peaks(corr: np.ndarray, spectra: np.ndarray, *, compiled: bool = True
     return loops._peaks_numba(corr, spectra.view(np.float32).reshape(b, h, 2 * m),
                               argmax.astype(np.int64), total, energy, kx, ky, powers_x[0],
                               _spectral._SNR_EXCLUDE, _spectral._SNR_EXCLUDE)
-
-
-# ------------------------------------------------------------------ rendering
-
-_METHOD_CODES = {"mean": 0, "max": 1, "first": 2, "last": 3}
-
-
-def accumulate(acc: np.ndarray, cover: np.ndarray, x0: float, y0: float, inverse: np.ndarray,
-               sub: np.ndarray, u0: int, v0: int, width: int, height: int, blend: float,
-               order: int, method: str) -> bool:
-    """Add one tile to a chunk's running blend, in one pass; False if the
-    compiled loop is not available for this case (numba missing, or a
-    spline order above 1), and the caller must blend with numpy.
-
-    Canvas pixel ``[r, c]`` is model point ``(x0 + c, y0 + r)``; ``inverse``
-    maps it to tile point ``(u, v)``; ``sub`` holds tile pixels
-    ``[v0:, u0:]``.  Weights and values are those of
-    :func:`spectralign.render.blend.feather` and bilinear (order 1) or nearest
-    (order 0) sampling with edge pixels repeated.
-    """
-    loops = compiled_loops() if order <= 1 else None
-    if loops is None:
-        return False
-    loops._accumulate_numba(acc, cover, float(x0), float(y0), np.ascontiguousarray(inverse, np.float64),
-                      sub, int(u0), int(v0), int(width), int(height), float(blend), int(order),
-                      _METHOD_CODES[method])
-    return True
