@@ -110,10 +110,10 @@ def _place(model, ids, nominal, pairs, fits, regularize=0.0):
 def _pieces(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
     """Connected pieces (of two tiles or more) of the graph of matched pairs,
     largest first."""
-    from ..place import lsq as _lsq
+    from ..place import system as _system
 
     ia, ib = np.array(edges).T
-    _, labels = _lsq.components(n, ia, ib)
+    _, labels = _system.components(n, ia, ib)
     members = np.unique(np.concatenate([ia, ib]))
     out = [sorted(int(k) for k in members[labels[members] == g])
            for g in np.unique(labels[members])]

@@ -21,177 +21,23 @@ Nothing here knows tile ids: tiles are integers ``0 .. ntiles - 1``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.csgraph as csgraph
 import scipy.sparse.linalg as sla
+from .system import System, _NPARAM, _point_moments, apply, frames, matrices_to_params, params_to_matrices, residuals, scale_groups
 
-MODELS = ("translation", "euclidean", "similarity", "affine")
 
 # unknowns per tile in one linear system, and whether x and y decouple
-_NPARAM = {"translation": 1, "affine": 3, "similarity": 4, "euclidean": 3}
-_DECOUPLED = {"translation": True, "affine": True, "similarity": False, "euclidean": False}
 
-_RAYLEIGH_MEDIAN = float(np.sqrt(2 * np.log(2)))  # median of |N(0, I_2)|
 _EUCLIDEAN_STEPS = 20
 _EUCLIDEAN_TOL = 1e-7  # px
-_APPLY_CHUNK = 1 << 18
-
-
-@dataclass(frozen=True)
-class System:
-    """Matches and anchors of one placement, as arrays.
-
-    Attributes
-    ----------
-    ntiles : int
-    ia, ib : (M,) int arrays
-        Tiles of each match; ``P[i]`` lies in ``ia[i]``, ``Q[i]`` in ``ib[i]``.
-    P, Q : (M, 2) float arrays
-        Matching points ``(x, y)`` in tile coordinates.
-    w : (M,) float array
-        Match weights (>= 0).
-    at : (K,) int array
-        Tile of each anchor point.
-    ax, ay : (K, 2) float arrays
-        Anchor point in tile coordinates and where it must land in model space.
-    aw : (K,) float array
-        Anchor weights.
-    """
-
-    ntiles: int
-    ia: np.ndarray
-    ib: np.ndarray
-    P: np.ndarray
-    Q: np.ndarray
-    w: np.ndarray
-    at: np.ndarray
-    ax: np.ndarray
-    ay: np.ndarray
-    aw: np.ndarray
-
-    @property
-    def nmatches(self) -> int:
-        return len(self.ia)
 
 
 # -- tile frames and checks ------------------------------------------------
 
 
-def _point_moments(system: System, weights: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per-tile count, mean and covariance of the points with weight > 0."""
-    keep = weights > 0
-    tiles = np.concatenate([system.ia[keep], system.ib[keep], system.at])
-    pts = np.concatenate([system.P[keep], system.Q[keep], system.ax])
-    n = np.bincount(tiles, minlength=system.ntiles).astype(np.float64)
-    safe = np.maximum(n, 1)
-    mean = np.stack([np.bincount(tiles, pts[:, k], system.ntiles) / safe for k in (0, 1)], 1)
-    d = pts - mean[tiles]
-    cov = np.empty((system.ntiles, 2, 2))
-    cov[:, 0, 0] = np.bincount(tiles, d[:, 0] ** 2, system.ntiles) / safe
-    cov[:, 1, 1] = np.bincount(tiles, d[:, 1] ** 2, system.ntiles) / safe
-    cov[:, 0, 1] = cov[:, 1, 0] = np.bincount(tiles, d[:, 0] * d[:, 1], system.ntiles) / safe
-    return n, mean, cov
-
-
-def frames(system: System, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centre ``c`` (T, 2) and spread ``s`` (T,) of each tile's points."""
-    _, mean, cov = _point_moments(system, weights)
-    spread = np.sqrt(cov[:, 0, 0] + cov[:, 1, 1])
-    return mean, np.maximum(spread, 1.0)
-
-
-def underdetermined(model: str, system: System, weights: np.ndarray) -> np.ndarray:
-    """Tiles whose points cannot fix the model's parameters.
-
-    Translation needs one point, the euclidean and similarity models two
-    distinct points, the affine model three points that are not collinear.
-    """
-    if model == "translation":
-        keep = weights > 0
-        n = np.bincount(np.concatenate([system.ia[keep], system.ib[keep], system.at]),
-                        minlength=system.ntiles)
-        return np.flatnonzero(n < 1)
-    n, _, cov = _point_moments(system, weights)
-    eig = np.linalg.eigvalsh(cov)  # ascending, per tile
-    scale = np.maximum(eig[:, 1], 1.0)
-    if model == "affine":
-        bad = (n < 3) | (eig[:, 0] <= 1e-9 * scale)
-    else:
-        bad = (n < 2) | (eig[:, 1] <= 1e-12)
-    return np.flatnonzero(bad)
-
-
-def components(ntiles: int, ia: np.ndarray, ib: np.ndarray) -> tuple[int, np.ndarray]:
-    """Connected components of the graph with edges ``ia[i] -- ib[i]``."""
-    adj = sp.coo_matrix((np.ones(len(ia), np.int8), (ia, ib)), shape=(ntiles, ntiles))
-    return csgraph.connected_components(adj, directed=False)
-
-
 # -- parameters <-> matrices -------------------------------------------------
-
-
-def identity_params(model: str, c: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Parameters (T, k, m) of the identity transform for tiles with frames c, s."""
-    return matrices_to_params(model, np.broadcast_to(np.eye(2, 3), (len(s), 2, 3)), c, s)
-
-
-def matrices_to_params(model: str, mats: np.ndarray, c: np.ndarray, s: np.ndarray) -> np.ndarray:
-    lin, b = mats[:, :, :2], mats[:, :, 2]
-    u = np.einsum("tij,tj->ti", lin, c) + b  # T(c)
-    if model == "translation":
-        return b[:, None, :]
-    if model == "affine":
-        return np.stack([lin[:, :, 0] * s[:, None], lin[:, :, 1] * s[:, None], u], 1)
-    if model == "similarity":
-        return np.stack([lin[:, 0, 0] * s, lin[:, 1, 0] * s, u[:, 0], u[:, 1]], 1)[:, :, None]
-    angle = np.arctan2(lin[:, 1, 0] - lin[:, 0, 1], lin[:, 0, 0] + lin[:, 1, 1])
-    return np.stack([angle, u[:, 0], u[:, 1]], 1)[:, :, None]
-
-
-def params_to_matrices(model: str, theta: np.ndarray, c: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Tile-to-model matrices (T, 2, 3) from parameters (T, k, m)."""
-    t = len(s)
-    mats = np.zeros((t, 2, 3))
-    if model == "translation":
-        mats[:, 0, 0] = mats[:, 1, 1] = 1.0
-        mats[:, :, 2] = theta[:, 0, :]
-        return mats
-    if model == "affine":
-        lin = np.stack([theta[:, 0, :], theta[:, 1, :]], 2) / s[:, None, None]  # [axis, col]
-        u = theta[:, 2, :]
-    elif model == "similarity":
-        a, b = theta[:, 0, 0] / s, theta[:, 1, 0] / s
-        lin = np.stack([np.stack([a, -b], 1), np.stack([b, a], 1)], 1)
-        u = theta[:, 2:, 0]
-    else:
-        cos, sin = np.cos(theta[:, 0, 0]), np.sin(theta[:, 0, 0])
-        lin = np.stack([np.stack([cos, -sin], 1), np.stack([sin, cos], 1)], 1)
-        u = theta[:, 1:, 0]
-    mats[:, :, :2] = lin
-    mats[:, :, 2] = u - np.einsum("tij,tj->ti", lin, c)
-    return mats
-
-
-def apply(mats: np.ndarray, tiles: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``T_tiles[i](points[i])`` for (N,) tiles and (N, 2) points."""
-    out = np.empty((len(tiles), 2))
-    translation = bool(np.all(mats[:, :, :2] == np.eye(2)))
-    for i in range(0, len(tiles), _APPLY_CHUNK):  # bounded temporaries
-        t, p = tiles[i:i + _APPLY_CHUNK], points[i:i + _APPLY_CHUNK]
-        if translation:
-            out[i:i + _APPLY_CHUNK] = p + mats[t, :, 2]
-        else:
-            m = mats[t]
-            out[i:i + _APPLY_CHUNK] = np.einsum("nij,nj->ni", m[:, :, :2], p) + m[:, :, 2]
-    return out
-
-
-def residuals(mats: np.ndarray, system: System) -> np.ndarray:
-    """(M, 2) model-space misfit ``T_a(p) - T_b(p_)`` of every match, px."""
-    return apply(mats, system.ia, system.P) - apply(mats, system.ib, system.Q)
 
 
 # -- assembly -----------------------------------------------------------------
@@ -400,17 +246,6 @@ def _scale_constraints(model: str, s: np.ndarray, groups: list[np.ndarray]
     return cm, d
 
 
-def scale_groups(system: System, weights: np.ndarray) -> list[np.ndarray]:
-    """The tiles of each piece of the match graph with at least two tiles."""
-    live = weights > 0
-    ia, ib = system.ia[live], system.ib[live]
-    _, labels = components(system.ntiles, ia, ib)
-    matched = np.zeros(system.ntiles, bool)
-    matched[ia] = matched[ib] = True
-    groups = [np.flatnonzero(matched & (labels == g)) for g in np.unique(labels[matched])]
-    return [g for g in groups if len(g) >= 2]
-
-
 def _solve_linear(model: str, system: System, c: np.ndarray, s: np.ndarray, pinned: np.ndarray,
                   pinned_mats: np.ndarray, hub: int | None = None,
                   prior: tuple[np.ndarray, np.ndarray] | None = None,
@@ -555,125 +390,3 @@ def refix(mats: np.ndarray, tile: int) -> np.ndarray:
 # -- robustness ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RobustFit:
-    """Outcome of :func:`robust_solve`."""
-
-    mats: np.ndarray
-    residuals: np.ndarray
-    dropped: np.ndarray
-    threshold: float
-    sigma: float
-    rounds: int
-
-
-def robust_scale(norms: np.ndarray) -> float:
-    """Per-axis standard deviation of 2-D residuals from their median norm."""
-    if len(norms) == 0:
-        return 0.0
-    return float(np.median(norms) / _RAYLEIGH_MEDIAN)
-
-
-def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np.ndarray, *,
-                 robust: bool, abs_threshold: float, rel_threshold: float,
-                 max_rounds: int = 60, hub: int | None = None,
-                 regularize: tuple[float, float] = (0.0, 0.0)) -> RobustFit:
-    """Least squares, then (if ``robust`` and some residual is too large)
-    iterative rejection of bad matches.
-
-    Each round drops the matches whose residual exceeds both the threshold
-    ``max(abs_threshold, rel_threshold * sigma)`` (``sigma`` estimated from
-    the median residual of the matches kept) and half the largest residual,
-    so that the grossest errors go first and cannot drag good matches with
-    them; matches whose residual falls below the threshold come back.  A
-    match is never dropped where that would cut the tile graph or leave a
-    tile without enough points for the model.
-
-    The similarity and affine models can shrink tiles to hide gross errors
-    (least squares in model space rewards a tile scaled by ``f < 1`` with
-    residuals scaled by ``f``), so for them the bad matches are first sought
-    with the euclidean model, which cannot, and the rounds then go on with
-    the model asked for.
-    """
-    state = _Rounds(model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub,
-                    regularize)
-    state.solve(np.zeros(system.nmatches, bool))
-    live = system.w > 0
-    if not robust or not (state.norms[live] > state.threshold).any():
-        return state.result()
-    if model in ("similarity", "affine"):
-        detect = _Rounds("euclidean", system, pinned, pinned_mats, abs_threshold, rel_threshold,
-                         hub)
-        detect.rounds = state.rounds
-        detect.solve(state.dropped)
-        detect.run(max_rounds)
-        state.rounds = detect.rounds
-        state.solve(detect.dropped)
-    state.run(max_rounds)
-    return state.result()
-
-
-class _Rounds:
-    """The state of iterative rejection for one model."""
-
-    def __init__(self, model, system, pinned, pinned_mats, abs_threshold, rel_threshold, hub,
-                 regularize=(0.0, 0.0)):
-        self.model, self.system = model, system
-        self.pinned, self.pinned_mats, self.hub = pinned, pinned_mats, hub
-        self.regularize = regularize
-        self.abs_threshold, self.rel_threshold = abs_threshold, rel_threshold
-        self.rounds = 0
-        live = system.w > 0
-        self.ncomp0 = components(system.ntiles, system.ia[live], system.ib[live])[0]
-
-    def solve(self, dropped: np.ndarray) -> None:
-        base = self.system.w
-        self.dropped = dropped
-        self.mats = solve(self.model, self.system, np.where(dropped, 0.0, base), self.pinned,
-                          self.pinned_mats, self.hub, self.regularize)
-        self.res = residuals(self.mats, self.system)
-        self.norms = np.hypot(self.res[:, 0], self.res[:, 1])
-        self.sigma = robust_scale(self.norms[(base > 0) & ~dropped])
-        self.threshold = max(self.abs_threshold, self.rel_threshold * self.sigma)
-        self.rounds += 1
-
-    def run(self, max_rounds: int) -> None:
-        base = self.system.w
-        while self.rounds < max_rounds:
-            live = (base > 0) & ~self.dropped
-            cut = max(self.threshold, 0.5 * self.norms[live].max(initial=0.0))
-            proposal = (base > 0) & (self.norms > self.threshold) & (
-                self.dropped | (self.norms > cut))
-            proposal = _keep_structure(self.model, self.system, proposal, self.norms,
-                                       self.ncomp0)
-            if np.array_equal(proposal, self.dropped):
-                break
-            self.solve(proposal)
-
-    def result(self) -> RobustFit:
-        return RobustFit(self.mats, self.res, self.dropped, self.threshold, self.sigma,
-                         self.rounds)
-
-
-def _keep_structure(model: str, system: System, dropped: np.ndarray, norms: np.ndarray,
-                    ncomp0: int) -> np.ndarray:
-    """Give back dropped matches where dropping them cuts the graph or
-    starves a tile: per cut tile pair its best match, per starved tile all."""
-    dropped = dropped.copy()
-    for _ in range(system.nmatches + 1):
-        keep = (system.w > 0) & ~dropped
-        ncomp, labels = components(system.ntiles, system.ia[keep], system.ib[keep])
-        if ncomp <= ncomp0:
-            break
-        cand = np.flatnonzero(dropped & (labels[system.ia] != labels[system.ib]))
-        # best candidate per pair of components
-        la, lb = labels[system.ia[cand]], labels[system.ib[cand]]
-        key = np.minimum(la, lb) * system.ntiles + np.maximum(la, lb)
-        order = np.lexsort((norms[cand], key))
-        first = np.ones(len(order), bool)
-        first[1:] = key[order][1:] != key[order][:-1]
-        dropped[cand[order[first]]] = False
-    starving = underdetermined(model, system, np.where(dropped, 0.0, system.w))
-    if len(starving):
-        dropped &= ~(np.isin(system.ia, starving) | np.isin(system.ib, starving))
-    return dropped

@@ -6,7 +6,7 @@ from typing import Any, Hashable, Iterable
 
 import numpy as np
 
-from . import lsq as _lsq
+from . import lsq as _lsq, robust as _robust, system as _system
 from ..affine import Affine
 from ..errors import (
     DisconnectedTileGraphError,
@@ -21,7 +21,7 @@ from .result import PlacementResult
 
 __all__ = ["Placement", "PlacementResult", "MODELS"]
 
-MODELS = _lsq.MODELS
+MODELS = _system.MODELS
 _PRIOR_SPAN = 512.0  # px between the three anchor points of a prior
 _LISTED = 8  # tiles or components named in an error message
 
@@ -324,7 +324,7 @@ class Placement:
             hub = int(np.argmax(np.bincount(np.concatenate([system.ia, system.ib]))))
         pinned_mats = np.broadcast_to(np.eye(2, 3), (len(pinned), 2, 3))
         try:
-            fit = _lsq.robust_solve(model, system, pinned, pinned_mats, robust=robust,
+            fit = _robust.robust_solve(model, system, pinned, pinned_mats, robust=robust,
                                     abs_threshold=abs_threshold, rel_threshold=rel_threshold,
                                     hub=hub, regularize=pulls)
         except np.linalg.LinAlgError as exc:
@@ -337,8 +337,8 @@ class Placement:
         elif fixed is None and len(system.at) == 0:
             mats = _lsq.gauge(model, mats)
         if mats is not fit.mats:
-            res = _lsq.residuals(mats, system)
-            fit = _lsq.RobustFit(mats, res, fit.dropped, fit.threshold, fit.sigma, fit.rounds)
+            res = _system.residuals(mats, system)
+            fit = _robust.RobustFit(mats, res, fit.dropped, fit.threshold, fit.sigma, fit.rounds)
         return PlacementResult(model=model, tiles=tuple(self._tiles), system=system, fit=fit)
 
     def rigid(self, fix: Hashable | None = None, **options: Any) -> dict[Hashable, np.ndarray]:
@@ -417,7 +417,7 @@ class Placement:
                                np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
         return self._cache
 
-    def _system(self) -> _lsq.System:
+    def _system(self) -> _system.System:
         ia, ib, P, Q, w = self._arrays()
         anchors = np.array([[0.0, 0.0], [_PRIOR_SPAN, 0.0], [0.0, _PRIOR_SPAN]])
         k = len(self._priors)
@@ -426,11 +426,11 @@ class Placement:
         mats = np.array([p[1] for p in self._priors]).reshape(k, 2, 3)
         ay = (np.einsum("kij,aj->kai", mats[:, :, :2], anchors) + mats[:, None, :, 2]).reshape(-1, 2)
         aw = np.repeat(np.array([p[2] for p in self._priors], np.float64), 3) / 3
-        return _lsq.System(len(self._tiles), ia, ib, P, Q, w, at, ax, ay, aw)
+        return _system.System(len(self._tiles), ia, ib, P, Q, w, at, ax, ay, aw)
 
-    def _check_connected(self, system: _lsq.System, fixed: int | None) -> None:
+    def _check_connected(self, system: _system.System, fixed: int | None) -> None:
         live = system.w > 0
-        ncomp, labels = _lsq.components(system.ntiles, system.ia[live], system.ib[live])
+        ncomp, labels = _system.components(system.ntiles, system.ia[live], system.ib[live])
         if ncomp == 1:
             return
         placed = np.zeros(ncomp, bool)
@@ -451,8 +451,8 @@ class Placement:
             f"have no prior: {shown}{more}. Add matches that join them, or place each "
             f"piece with addprior().", components=comps)
 
-    def _check_determined(self, model: str, system: _lsq.System) -> None:
-        bad = _lsq.underdetermined(model, system, system.w)
+    def _check_determined(self, model: str, system: _system.System) -> None:
+        bad = _system.underdetermined(model, system, system.w)
         if len(bad) == 0:
             return
         live = system.w > 0

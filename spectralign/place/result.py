@@ -8,7 +8,7 @@ from typing import Hashable
 
 import numpy as np
 
-from . import lsq as _lsq
+from . import robust as _robust, system as _system
 from ..affine import Affine
 
 __all__ = ["PlacementResult", "PairFit", "DroppedMatch"]
@@ -76,8 +76,8 @@ class PlacementResult:
 
     model: str
     tiles: tuple
-    system: _lsq.System = field(repr=False)
-    fit: _lsq.RobustFit = field(repr=False)
+    system: _system.System = field(repr=False)
+    fit: _robust.RobustFit = field(repr=False)
 
     @property
     def matrices(self) -> np.ndarray:
@@ -111,7 +111,7 @@ class PlacementResult:
         if mats.shape != self.fit.mats.shape:
             raise ValueError(f"Expected matrices of shape {self.fit.mats.shape}. Got "
                              f"{mats.shape} instead.")
-        fit = replace(self.fit, mats=mats, residuals=_lsq.residuals(mats, self.system))
+        fit = replace(self.fit, mats=mats, residuals=_system.residuals(mats, self.system))
         return replace(self, fit=fit)
 
     # -- transforms ------------------------------------------------------
@@ -216,7 +216,7 @@ class PlacementResult:
         """Tiles of each connected piece of the tile graph, largest first."""
         s = self.system
         live = s.w > 0
-        ncomp, labels = _lsq.components(s.ntiles, s.ia[live], s.ib[live])
+        ncomp, labels = _system.components(s.ntiles, s.ia[live], s.ib[live])
         order = np.argsort(-np.bincount(labels, minlength=ncomp), kind="stable")
         return [[self.tiles[i] for i in np.flatnonzero(labels == c)] for c in order]
 
