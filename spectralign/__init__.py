@@ -32,7 +32,8 @@ from .errors import (
     WindowOutsideImageError,
 )
 from .io.image import Image
-from .match.matcher import WEIGHTINGS, Iteration, Match, Matcher, Matches, fast_size
+from .match.matcher import WEIGHTINGS, Matcher, fast_size
+from .match.results import Iteration, Match, Matches
 from .pipelines.quality import Seam, seam_scores
 from .place.placement import MODELS, Placement
 from .place.result import DroppedMatch, PairFit, PlacementResult

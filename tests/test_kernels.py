@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter
 
-from spectralign.match import kernels as _kernels, spectral as _spectral
+from spectralign.match import kernels as _kernels, peaks as _peaks, spectral as _spectral
 from spectralign.errors import WindowOutsideImageError
 
 pytestmark = pytest.mark.skipif(_kernels.backend() != "numba", reason="numba is not installed")
@@ -69,9 +69,9 @@ def test_locate_peaks_equals_numpy(shape):
     corr = np.fft.irfft2(x, s=shape, norm="forward").astype(np.float32)
     at, value, width, snr = _kernels.locate_peaks(corr, x)
     argmax, total, energy = _kernels.surface_stats(corr, x)
-    peaks = _spectral.integer_peaks(corr, argmax)
-    at_ref, value_ref, width_ref = _spectral.refine_peaks(x, corr, peaks)
-    snr_ref = _spectral.peak_snr(corr, peaks, value_ref)
+    peaks = _peaks.integer_peaks(corr, argmax)
+    at_ref, value_ref, width_ref = _peaks.refine_peaks(x, corr, peaks)
+    snr_ref = _peaks.peak_snr(corr, peaks, value_ref)
     np.testing.assert_allclose(at, at_ref, atol=1e-5)
     np.testing.assert_allclose(at, [[2, -2]] * 3, atol=0.3)  # and it is the true peak
     np.testing.assert_allclose(value, value_ref, rtol=1e-5)

@@ -28,7 +28,7 @@ from types import ModuleType
 
 import numpy as np
 
-from . import spectral as _spectral
+from . import peaks as _peaks, spectral as _spectral
 from ..io.image import check_overlap, cut
 
 __all__ = ["backend", "compiled_loops", "apodize_windows", "weigh_snr", "weigh_cross_power",
@@ -259,14 +259,14 @@ def locate_peaks(corr: np.ndarray, spectra: np.ndarray, *, compiled: bool = True
     snr : (B,) float array
     """
     argmax, total, energy = surface_stats(corr, spectra)
-    loops = _loops(compiled and _spectral._NEWTON_STEPS == 1)
+    loops = _loops(compiled and _peaks._NEWTON_STEPS == 1)
     if loops is None:
-        peaks = _spectral.integer_peaks(corr, argmax)
-        near = _spectral.peak_neighbourhood(corr, peaks)
-        at, value, width = _spectral.refine_peaks(spectra, corr, peaks, near)
-        return at, value, width, _spectral.peak_snr(corr, peaks, value, total, energy, near)
-    kx, ky, powers_x, _ = _spectral._frequencies(corr.shape[1:])
+        peaks = _peaks.integer_peaks(corr, argmax)
+        near = _peaks.peak_neighbourhood(corr, peaks)
+        at, value, width = _peaks.refine_peaks(spectra, corr, peaks, near)
+        return at, value, width, _peaks.peak_snr(corr, peaks, value, total, energy, near)
+    kx, ky, powers_x, _ = _peaks._frequencies(corr.shape[1:])
     b, h, m = spectra.shape
     return loops._peaks_numba(corr, spectra.view(np.float32).reshape(b, h, 2 * m),
                               argmax.astype(np.int64), total, energy, kx, ky, powers_x[0],
-                              _spectral._SNR_EXCLUDE, _spectral._SNR_EXCLUDE)
+                              _peaks._SNR_EXCLUDE, _peaks._SNR_EXCLUDE)
