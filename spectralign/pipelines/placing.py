@@ -37,7 +37,7 @@ _WEAK_RESIDUAL = 2.0
 def _regularization(model: str, regularize, kind: str = "grid"):
     """The pull towards the next simpler model: by default (``None``) that
     of ``_REGULARIZE`` for a ``"grid"`` or a ``"stack"``; checked."""
-    from ..place.placement import regularization_pulls
+    from ..place.checks import regularization_pulls
 
     if regularize is None:
         return _REGULARIZE[kind].get(model, 0.0)

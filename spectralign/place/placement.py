@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterable
+from typing import Any, Hashable
 
 import numpy as np
 
 from . import lsq as _lsq, robust as _robust, system as _system
+from .checks import _LISTED, check_connected, check_determined, check_weight, regularization_pulls
 from ..affine import Affine
 from ..errors import (
-    DisconnectedTileGraphError,
     InvalidMatchError,
     InvalidPointError,
     NoMatchesError,
     SingularPlacementError,
-    UnderdeterminedTileError,
     UnknownTileError,
 )
 from .result import PlacementResult
@@ -23,7 +22,6 @@ __all__ = ["Placement", "PlacementResult", "MODELS"]
 
 MODELS = _system.MODELS
 _PRIOR_SPAN = 512.0  # px between the three anchor points of a prior
-_LISTED = 8  # tiles or components named in an error message
 
 
 class Placement:
@@ -99,7 +97,7 @@ class Placement:
             raise InvalidPointError(
                 f"Expected finite points. Got p={p!r}, p_={p_!r} for the match of tile "
                 f"{t!r} with tile {t_!r} instead; drop matches whose refinement failed.")
-        w = _check_weight(weight, t, t_)
+        w = check_weight(weight, t, t_)
         self._single.append((self._index(t), self._index(t_), x, y, x_, y_, w))
         self._cache = None
 
@@ -190,7 +188,7 @@ class Placement:
             if not np.all(np.isfinite(afm.matrix)):
                 raise InvalidPointError(
                     f"Expected a finite prior position for tile {t!r}. Got {prior!r} instead.")
-        w = _check_weight(weight, t, None)
+        w = check_weight(weight, t, None)
         self._priors.append((self._index(t), afm.matrix, w))
         self._cache = None
 
@@ -310,8 +308,8 @@ class Placement:
                 f"Expected fix to be a tile of this placement. Got {fix!r}, which has no "
                 f"matches or priors; known tiles include {self._tiles[:_LISTED]!r}.")
         fixed = self._ids[fix] if fix is not None else None
-        self._check_connected(system, fixed)
-        self._check_determined(model, system)
+        check_connected(system, self._tiles, fixed)
+        check_determined(model, system, self._tiles)
         # the gauge: priors fix it; else the mean of the tiles (see _lsq.solve),
         # about the best-connected tile; ``fix`` is applied afterwards for the
         # models that can shrink, and by pinning for those that cannot
@@ -427,77 +425,3 @@ class Placement:
         ay = (np.einsum("kij,aj->kai", mats[:, :, :2], anchors) + mats[:, None, :, 2]).reshape(-1, 2)
         aw = np.repeat(np.array([p[2] for p in self._priors], np.float64), 3) / 3
         return _system.System(len(self._tiles), ia, ib, P, Q, w, at, ax, ay, aw)
-
-    def _check_connected(self, system: _system.System, fixed: int | None) -> None:
-        live = system.w > 0
-        ncomp, labels = _system.components(system.ntiles, system.ia[live], system.ib[live])
-        if ncomp == 1:
-            return
-        placed = np.zeros(ncomp, bool)
-        placed[labels[system.at]] = True
-        if fixed is not None:
-            placed[labels[fixed]] = True
-        if placed.all() and len(system.at):
-            return
-        sizes = np.bincount(labels, minlength=ncomp)
-        order = np.argsort(-sizes, kind="stable")
-        comps = [[self._tiles[i] for i in np.flatnonzero(labels == c)] for c in order]
-        unplaced = [comps[i] for i, c in enumerate(order) if not placed[c]]
-        shown = "; ".join(_short(c) for c in unplaced[:_LISTED])
-        more = f" and {len(unplaced) - _LISTED} more" if len(unplaced) > _LISTED else ""
-        raise DisconnectedTileGraphError(
-            f"Expected one connected tile graph, or priors for every piece. Got {ncomp} "
-            f"pieces (sizes {sizes[order][:_LISTED].tolist()}), of which {len(unplaced)} "
-            f"have no prior: {shown}{more}. Add matches that join them, or place each "
-            f"piece with addprior().", components=comps)
-
-    def _check_determined(self, model: str, system: _system.System) -> None:
-        bad = _system.underdetermined(model, system, system.w)
-        if len(bad) == 0:
-            return
-        live = system.w > 0
-        counts = np.bincount(np.concatenate([system.ia[live], system.ib[live]]),
-                             minlength=system.ntiles)
-        need = {"translation": "one match", "euclidean": "two distinct points",
-                "similarity": "two distinct points",
-                "affine": "three points that are not on one line"}[model]
-        tiles = [self._tiles[i] for i in bad]
-        shown = ", ".join(f"{self._tiles[i]!r} ({counts[i]} matches)" for i in bad[:_LISTED])
-        more = f" and {len(bad) - _LISTED} more" if len(bad) > _LISTED else ""
-        raise UnderdeterminedTileError(
-            f"Expected every tile to have at least {need} for the {model} model. Got "
-            f"{shown}{more}. Add matches (e.g. a grid of windows per overlap), a prior, "
-            f"or use a simpler model.", tiles=tiles)
-
-
-def regularization_pulls(model: str, regularize: Any) -> tuple[float, float]:
-    """``regularize`` as (affine towards similarity, similarity towards euclidean)."""
-    pair = tuple(np.broadcast_to(np.asarray(regularize, float), (2,))
-                 if np.ndim(regularize) else (float(regularize),) * 2)
-    if len(pair) != 2 or not all(v >= 0 for v in pair):
-        raise ValueError(f"Expected regularize >= 0 (one number, or a pair for the affine "
-                         f"model). Got {regularize!r} instead.")
-    if any(pair) and model not in ("similarity", "affine"):
-        raise ValueError(f"Expected regularize only with the similarity or affine model. "
-                         f"Got regularize={regularize!r} with {model!r}.")
-    if np.ndim(regularize):
-        if model != "affine":
-            raise ValueError(f"Expected a pair for regularize only with the affine model. Got "
-                             f"{regularize!r} with {model!r}.")
-        return float(pair[0]), float(pair[1])
-    r = float(regularize)
-    return (r, 0.0) if model == "affine" else (0.0, r)
-
-
-def _check_weight(weight: Any, t: Hashable, t_: Hashable | None) -> float:
-    w = float(weight)
-    if not np.isfinite(w) or w < 0:
-        where = f"tile {t!r}" if t_ is None else f"the match of tile {t!r} with tile {t_!r}"
-        raise InvalidMatchError(f"Expected a finite weight >= 0. Got {weight!r} for {where}.")
-    return w
-
-
-def _short(tiles: Iterable) -> str:
-    tiles = list(tiles)
-    head = ", ".join(repr(t) for t in tiles[:4])
-    return f"[{head}{', ...' if len(tiles) > 4 else ''}] ({len(tiles)} tiles)"
