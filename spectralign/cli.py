@@ -207,7 +207,7 @@ def _align_stack(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         stack = align_stack(_tiles_arg(args.sections), model=args.model,
-                            regularize=args.regularize, grid=args.windows,
+                            regularize=args.regularize, windows_per_side=args.windows,
                             progress=not args.quiet)
     for w in caught:  # e.g. sections that match neither neighbour
         print(f"spectralign: warning: {w.message}", file=sys.stderr)

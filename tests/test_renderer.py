@@ -303,3 +303,17 @@ def test_tile_files_keep_their_dtype_whatever_the_format(tmp_path, suffix):
     out = r.image
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, tile)
+
+
+def test_names_that_say_what_they_do_keep_the_original_ones():
+    """``add`` registers a tile (nothing is drawn until the canvas is
+    computed) and ``next_level`` starts a z-level; the original package's
+    ``render`` and ``clear`` are the same methods."""
+    assert Renderer.render is Renderer.add and Renderer.clear is Renderer.next_level
+    pos = {"a": (0.0, 0.0), "b": (0.0, 0.0)}
+    r = Renderer(rigid=pos, tilesize=(8, 8), blend=0)
+    r.add("a", np.ones((8, 8)))
+    r.next_level()
+    r.render("b", np.full((8, 8), 2.0))
+    vol = np.asarray(r.volume)
+    assert vol.shape == (2, 8, 8) and vol[0].max() == 1 and vol[1].min() == 2

@@ -181,3 +181,13 @@ def test_cli_align_stack_takes_a_multipage_tiff(tmp_path, perturbed_stack):
     doc = json.loads((tmp_path / "v.json").read_text())
     assert [s["name"] for s in doc["sections"]][:2] == ["stack.tif[0]", "stack.tif[1]"]
     assert all(s["matched"] for s in doc["sections"])
+
+
+def test_windows_per_side_is_the_old_grid(perturbed_stack):
+    images, _ = perturbed_stack
+    new = spectralign.align_stack(images[:3], windows_per_side=4)
+    old = spectralign.align_stack(images[:3], grid=4)
+    for z in range(3):
+        np.testing.assert_array_equal(new.transforms[z].matrix, old.transforms[z].matrix)
+    assert new.tilesize == new.size == (512, 512)
+    assert new.kept.max() <= 16

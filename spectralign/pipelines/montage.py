@@ -130,9 +130,9 @@ class Montage:
             ren = Renderer(affine=self.transforms, tilesize=self.tilesize, **options)
         for z, level in enumerate(self.sections or [list(self.tiles)]):
             if z:
-                ren.clear()  # one z-level per section
+                ren.next_level()  # one z-level per section
             for t in level:
-                ren.render(t, self.tiles[t])
+                ren.add(t, self.tiles[t])
         return ren
 
     def to_zarr(self, path: str | os.PathLike, **options: Any) -> Path:

@@ -52,6 +52,8 @@ class Stack:
         Sections with no kept match (blank, or nothing like their
         neighbours): left where they were, and skipped over, so that the
         sections after them are matched to the last section before them.
+    tilesize : (width, height)
+        The sections' size (``size`` is its former name).
     seams : list of Seam
         How well each section's pixels agree with the next one's under the
         alignment (:func:`spectralign.seam_scores`: NCC and RMS difference
@@ -65,10 +67,16 @@ class Stack:
     names: list
     snr: np.ndarray
     kept: np.ndarray
-    size: tuple[int, int]
+    tilesize: tuple[int, int]
     unmatched: list = field(default_factory=list)
     seams: list = field(default_factory=list)
     seams_before: list = field(default_factory=list)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the sections: the former name of
+        :attr:`tilesize` (as in :class:`Montage`)."""
+        return self.tilesize
 
     @property
     def transforms(self) -> dict[int, Affine]:
@@ -101,11 +109,11 @@ class Stack:
         from ..render.renderer import Renderer
 
         options.setdefault("blend", 0)
-        ren = Renderer(affine=self.transforms, tilesize=self.size, **options)
+        ren = Renderer(affine=self.transforms, tilesize=self.tilesize, **options)
         for z, src in enumerate(self.sections):
             if z:
-                ren.clear()
-            ren.render(z, src)
+                ren.next_level()
+            ren.add(z, src)
         return ren
 
     def to_zarr(self, path: str | os.PathLike, **options: Any) -> Path:
@@ -145,9 +153,10 @@ def _pages(source: Any, name: str) -> tuple[list[Any], list[str]]:
 
 
 def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | None = None,
-                grid: int = 8,
-                window: int | None = None, snr_threshold: float = 6.0,
-                progress: Callable[[Iterable], Iterable] | bool | None = None) -> Stack:
+                windows_per_side: int = 8, window: int | None = None,
+                snr_threshold: float = 6.0,
+                progress: Callable[[Iterable], Iterable] | bool | None = None,
+                grid: int | None = None) -> Stack:
     """Align a stack of sections, each to its neighbour.
 
     Parameters
@@ -171,10 +180,10 @@ def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | 
         of the plain models'.  One number with the affine model pulls both
         steps with it.  0 is the plain model: use it for sections whose
         scale truly changes.
-    grid : int
-        Windows per side of the grid matched between neighbours (they
-        overlap: many windows average out local differences between
-        sections).
+    windows_per_side : int
+        Windows per side of the square grid of windows matched between
+        neighbours (they overlap: many windows average out local differences
+        between sections).
     window : int, optional
         Window size (default: the power of two near ``min(W, H) / 4``, at
         most 512).
@@ -183,6 +192,9 @@ def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | 
         with ``Matcher(..., weighting="swiftir")``, whose SNR this is.
     progress : bool or callable, optional
         As in :func:`stitch_grid`.
+    grid : int, optional
+        The former name of ``windows_per_side`` (``grid`` is the layout
+        ``(rows, cols)`` in :func:`stitch_grid`); still accepted.
 
     Returns
     -------
@@ -219,8 +231,9 @@ def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | 
     win = int(window) if window else min(512, _pow2_at_most(min(w, h) / 4 * 1.2, 32))
     coarse = _pow2_at_most(0.75 * min(w, h), 32)
     margin = win / 2 + 2
-    gx = np.linspace(margin, w - margin, grid)
-    gy = np.linspace(margin, h - margin, grid)
+    side = int(grid if grid is not None else windows_per_side)
+    gx = np.linspace(margin, w - margin, side)
+    gy = np.linspace(margin, h - margin, side)
     points = np.array([(x, y) for y in gy for x in gx])
     wrap = progress_wrapper(progress, "aligning sections")
     centre = np.array([w / 2, h / 2])
@@ -298,4 +311,4 @@ def align_stack(sections: Any, *, model: str = "euclidean", regularize: float | 
     seams = seam_scores(tiles, result.transforms, pairs)
     before = seam_scores(tiles, {z: (0.0, 0.0) for z in tiles}, pairs)
     return Stack(placement=result, sections=list(sources), names=names, snr=snr, kept=kept,
-                 size=(w, h), unmatched=sorted(unmatched), seams=seams, seams_before=before)
+                 tilesize=(w, h), unmatched=sorted(unmatched), seams=seams, seams_before=before)

@@ -215,8 +215,10 @@ class Renderer:
 
     # -- tiles ------------------------------------------------------------------
 
-    def render(self, tile: Hashable, img: Any) -> None:
-        """Add a tile to the current z-level.
+    def add(self, tile: Hashable, img: Any) -> None:
+        """Add a tile to the current z-level (``render`` is the same method,
+        the original package's name for it: nothing is drawn until the
+        canvas is computed).
 
         ``img`` is a 2-D array, an :class:`Image`, a lazy array (memory-mapped,
         zarr, dask) or a path; nothing is read until the canvas is computed,
@@ -243,15 +245,22 @@ class Renderer:
             self._dtype = source.dtype
         self._levels[-1].append((tile, source))
 
-    def clear(self) -> None:
-        """Start a new z-level; the tiles rendered so far stay as the level below."""
+    def next_level(self) -> None:
+        """Start a new z-level; the tiles added so far stay as the level below
+        (``clear`` is the same method, the original package's name)."""
         if self._levels[-1]:
             self._levels.append([])
+
+    #: The original package's names: ``render(t, img)`` adds a tile, and
+    #: ``clear()`` starts the next z-level.
+    render = add
+    clear = next_level
 
     def _plan(self) -> _Plan:
         levels = [lv for lv in self._levels if lv]
         if not levels:
-            raise EmptyCanvasError("Expected rendered tiles. Got none; call render() first.")
+            raise EmptyCanvasError("Expected rendered tiles. Got none; call add() (or render()) "
+                                   "first.")
         items = [[_blend.TileItem(np.asarray(self._transforms[t].inverse().matrix), src,
                                   *self._sizes[t]) for t, src in lv] for lv in levels]
         return _Plan(items, self._x0, self._y0, self._shape, self.chunk, self.method,
