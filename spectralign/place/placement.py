@@ -337,7 +337,7 @@ class Placement:
         if mats is not fit.mats:
             res = _system.residuals(mats, system)
             fit = _robust.RobustFit(mats, res, fit.dropped, fit.threshold, fit.sigma, fit.rounds)
-        return PlacementResult(model=model, tiles=tuple(self._tiles), system=system, fit=fit)
+        return PlacementResult(model=model, tiles=tuple(self._tiles), _graph=system, _fit=fit)
 
     def rigid(self, fix: Hashable | None = None, **options: Any) -> dict[Hashable, np.ndarray]:
         """Translation-only placement, as in the original package.

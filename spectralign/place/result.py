@@ -76,55 +76,55 @@ class PlacementResult:
 
     model: str
     tiles: tuple
-    system: _system.System = field(repr=False)
-    fit: _robust.RobustFit = field(repr=False)
+    _graph: _system.System = field(repr=False)
+    _fit: _robust.RobustFit = field(repr=False)
 
     @property
     def matrices(self) -> np.ndarray:
-        return self.fit.mats
+        return self._fit.mats
 
     @property
     def residuals(self) -> np.ndarray:
-        return self.fit.residuals
+        return self._fit.residuals
 
     @property
     def dropped(self) -> np.ndarray:
-        return self.fit.dropped
+        return self._fit.dropped
 
     @property
     def threshold(self) -> float:
-        return self.fit.threshold
+        return self._fit.threshold
 
     @property
     def sigma(self) -> float:
-        return self.fit.sigma
+        return self._fit.sigma
 
     @property
     def rounds(self) -> int:
-        return self.fit.rounds
+        return self._fit.rounds
 
     def with_matrices(self, matrices: np.ndarray) -> "PlacementResult":
         """The same fit with other transforms (``(T, 2, 3)``, in the order of
         :attr:`tiles`), its residuals recomputed: e.g. tiles that no match
         holds, placed by other means."""
         mats = np.asarray(matrices, dtype=np.float64)
-        if mats.shape != self.fit.mats.shape:
-            raise ValueError(f"Expected matrices of shape {self.fit.mats.shape}. Got "
+        if mats.shape != self._fit.mats.shape:
+            raise ValueError(f"Expected matrices of shape {self._fit.mats.shape}. Got "
                              f"{mats.shape} instead.")
-        fit = replace(self.fit, mats=mats, residuals=_system.residuals(mats, self.system))
-        return replace(self, fit=fit)
+        fit = replace(self._fit, mats=mats, residuals=_system.residuals(mats, self._graph))
+        return replace(self, _fit=fit)
 
     # -- transforms ------------------------------------------------------
 
     @cached_property
     def transforms(self) -> dict[Hashable, Affine]:
         """``{tile: Affine}`` from tile pixels to model space."""
-        return {t: Affine(m) for t, m in zip(self.tiles, self.fit.mats)}
+        return {t: Affine(m) for t, m in zip(self.tiles, self._fit.mats)}
 
     @cached_property
     def positions(self) -> dict[Hashable, np.ndarray]:
         """``{tile: (x, y)}``: where each tile's pixel ``(0, 0)`` lands."""
-        b = self.fit.mats[:, :, 2]
+        b = self._fit.mats[:, :, 2]
         return dict(zip(self.tiles, b))
 
     # -- quality -----------------------------------------------------------
@@ -132,12 +132,12 @@ class PlacementResult:
     @cached_property
     def residual_norms(self) -> np.ndarray:
         """(M,) length of each match's residual, px."""
-        r = self.fit.residuals
+        r = self._fit.residuals
         return np.hypot(r[:, 0], r[:, 1])
 
     @property
     def _kept(self) -> np.ndarray:
-        return (self.system.w > 0) & ~self.fit.dropped
+        return (self._graph.w > 0) & ~self._fit.dropped
 
     @property
     def rms(self) -> float:
@@ -155,33 +155,33 @@ class PlacementResult:
     def scales(self) -> np.ndarray:
         """(T, 2) singular values of each tile's linear part (smallest
         first): 1 where the tile keeps its pixel size."""
-        return np.linalg.svd(self.fit.mats[:, :, :2], compute_uv=False)[:, ::-1]
+        return np.linalg.svd(self._fit.mats[:, :, :2], compute_uv=False)[:, ::-1]
 
     @property
     def pixel_rms(self) -> float:
         """RMS residual of the matches kept, in tile pixels: each residual
         divided by the mean scale of its two tiles (``sqrt |det A|``), so
         that a montage shrunk by the fit does not report better figures."""
-        det = np.sqrt(np.abs(np.linalg.det(self.fit.mats[:, :, :2])))
-        s = self.system
+        det = np.sqrt(np.abs(np.linalg.det(self._fit.mats[:, :, :2])))
+        s = self._graph
         r = self.residual_norms / np.maximum((det[s.ia] + det[s.ib]) / 2, 1e-12)
         r = r[self._kept]
         return float(np.sqrt(np.mean(r**2))) if len(r) else float("nan")
 
     @property
     def ndropped(self) -> int:
-        return int(self.fit.dropped.sum())
+        return int(self._fit.dropped.sum())
 
     @cached_property
     def _pair_table(self) -> tuple[np.ndarray, ...]:
-        s = self.system
+        s = self._graph
         lo, hi = np.minimum(s.ia, s.ib), np.maximum(s.ia, s.ib)
         key, inv = np.unique(lo * s.ntiles + hi, return_inverse=True)
         inv = inv.reshape(-1)
         kept = self._kept
         r = self.residual_norms
         n = np.bincount(inv, kept, len(key)).astype(np.int64)
-        nd = np.bincount(inv, self.fit.dropped, len(key)).astype(np.int64)
+        nd = np.bincount(inv, self._fit.dropped, len(key)).astype(np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
             rms = np.sqrt(np.bincount(inv, np.where(kept, r**2, 0), len(key)) / n)
         mx = np.full(len(key), -np.inf)
@@ -205,8 +205,8 @@ class PlacementResult:
 
     def dropped_matches(self) -> list[DroppedMatch]:
         """Every match the robust fit dropped, largest residual first."""
-        s = self.system
-        idx = np.flatnonzero(self.fit.dropped)
+        s = self._graph
+        idx = np.flatnonzero(self._fit.dropped)
         idx = idx[np.argsort(-self.residual_norms[idx], kind="stable")]
         return [DroppedMatch(int(i), self.tiles[s.ia[i]], self.tiles[s.ib[i]], s.P[i].copy(),
                              s.Q[i].copy(), float(self.residual_norms[i])) for i in idx]
@@ -214,7 +214,7 @@ class PlacementResult:
     @cached_property
     def components(self) -> list[list[Hashable]]:
         """Tiles of each connected piece of the tile graph, largest first."""
-        s = self.system
+        s = self._graph
         live = s.w > 0
         ncomp, labels = _system.components(s.ntiles, s.ia[live], s.ib[live])
         order = np.argsort(-np.bincount(labels, minlength=ncomp), kind="stable")
@@ -222,7 +222,7 @@ class PlacementResult:
 
     def summary(self, n: int = 5) -> str:
         """A few lines on the fit: residuals, dropped matches, worst pairs."""
-        s = self.system
+        s = self._graph
         lines = [
             f"{self.model} placement of {len(self.tiles)} tiles from {s.nmatches} matches "
             f"({len(self.components)} connected piece(s))",
