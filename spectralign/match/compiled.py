@@ -2,7 +2,8 @@
 
 With :mod:`spectralign.render.compiled`, the only modules that import numba.
 Each loop fuses passes that numpy would make one by one (cut and apodize;
-weigh the cross-power; locate the peak) and reads each array once.  :mod:`spectralign.match.kernels` chooses between these loops and the
+weigh the cross-power; locate the peak) and reads each array once.
+:mod:`spectralign.match.kernels` chooses between these loops and the
 numpy maths of :mod:`spectralign.match.spectral`, which give the same numbers
 to float32 rounding (``tests/test_kernels.py``).  The loops release the
 GIL, so they run on several threads at once.

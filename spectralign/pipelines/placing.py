@@ -238,7 +238,8 @@ def _place_by_pixels(model, regularize, ids, nominal, pairs, fits, tiles):
         if not any(pm.tied for pm in trial):
             break
         again = placed(trial, now)
-        if np.nansum([o.seam_ncc for o in again[2]]) > np.nansum([o.seam_ncc for o in scored]) + 0.01:
+        total = np.nansum([o.seam_ncc for o in scored])
+        if np.nansum([o.seam_ncc for o in again[2]]) > total + 0.01:
             now = again
     return now
 

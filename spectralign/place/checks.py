@@ -49,9 +49,7 @@ def check_determined(model: str, system: _system.System, tiles: list) -> None:
     live = system.w > 0
     counts = np.bincount(np.concatenate([system.ia[live], system.ib[live]]),
                          minlength=system.ntiles)
-    need = {"translation": "one match", "euclidean": "two distinct points",
-            "similarity": "two distinct points",
-            "affine": "three points that are not on one line"}[model]
+    need = _system.MODEL[model].needs
     bad_tiles = [tiles[i] for i in bad]
     shown = ", ".join(f"{tiles[i]!r} ({counts[i]} matches)" for i in bad[:_LISTED])
     more = f" and {len(bad) - _LISTED} more" if len(bad) > _LISTED else ""
@@ -70,7 +68,7 @@ def regularization_pulls(model: str, regularize: Any) -> tuple[float, float]:
     if len(pair) != 2 or not all(v >= 0 for v in pair):
         raise ValueError(f"Expected regularize >= 0 (one number, or a pair for the affine "
                          f"model). Got {regularize!r} instead.")
-    if any(pair) and model not in ("similarity", "affine"):
+    if any(pair) and not _system.MODEL[model].scales:
         raise ValueError(f"Expected regularize only with the similarity or affine model. "
                          f"Got regularize={regularize!r} with {model!r}.")
     if np.ndim(regularize):

@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
-from .system import System, _NPARAM, _point_moments, apply, frames, matrices_to_params, params_to_matrices, residuals, scale_groups
+from .system import (MODEL, System, _NPARAM, _point_moments, apply, frames, matrices_to_params,
+                     params_to_matrices, residuals, scale_groups)
 
 
 # unknowns per tile in one linear system, and whether x and y decouple
@@ -253,7 +254,7 @@ def _solve_linear(model: str, system: System, c: np.ndarray, s: np.ndarray, pinn
     a, rhs, w = _design(model, system, c, s, None)
     if prior is not None:  # pull each linear part towards prior[0]
         a, rhs, w = _with_linear_prior(model, a, rhs, w, s, *prior)
-    if groups and model in ("similarity", "affine"):
+    if groups and MODEL[model].scales:
         cm, d = _scale_constraints(model, s, groups)
         theta = _solve(a, rhs, w, _NPARAM[model], pinned, None, mean=(cm, d, int(groups[0][0])))
     elif hub is not None:
@@ -291,7 +292,7 @@ def solve(model: str, system: System, weights: np.ndarray, pinned: np.ndarray,
     stiffness in the tile's normalized frame).  Raises ``LinAlgError`` if
     the system is singular.
     """
-    if hub is not None and (model in ("translation", "euclidean") or len(system.at)):
+    if hub is not None and (not MODEL[model].scales or len(system.at)):
         pinned, pinned_mats, hub = np.array([hub]), np.eye(2, 3)[None], None
     used = System(system.ntiles, system.ia, system.ib, system.P, system.Q, weights,
                   system.at, system.ax, system.ay, system.aw)

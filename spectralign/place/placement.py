@@ -315,7 +315,7 @@ class Placement:
         # models that can shrink, and by pinning for those that cannot
         hub = None
         pinned = np.zeros(0, np.int64)
-        refix = fixed is not None and model in ("similarity", "affine") and len(system.at) == 0
+        refix = fixed is not None and _system.MODEL[model].scales and len(system.at) == 0
         if fixed is not None and not refix:
             pinned = np.array([fixed])
         elif len(system.at) == 0:

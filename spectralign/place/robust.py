@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .system import System, components, residuals, underdetermined
+from .system import MODEL, System, components, residuals, underdetermined
 from .lsq import solve
 
 
@@ -63,7 +63,7 @@ def robust_solve(model: str, system: System, pinned: np.ndarray, pinned_mats: np
     live = system.w > 0
     if not robust or not (state.norms[live] > state.threshold).any():
         return state.result()
-    if model in ("similarity", "affine"):
+    if MODEL[model].scales:
         detect = _Rounds("euclidean", system, pinned, pinned_mats, abs_threshold, rel_threshold,
                          hub)
         detect.rounds = state.rounds

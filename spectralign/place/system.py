@@ -15,10 +15,49 @@ import scipy.sparse.csgraph as csgraph
 MODELS = ("translation", "euclidean", "similarity", "affine")
 
 
-_NPARAM = {"translation": 1, "affine": 3, "similarity": 4, "euclidean": 3}
+@dataclass(frozen=True)
+class Model:
+    """What the solver needs to know of one model of tile transform.
+
+    Attributes
+    ----------
+    name : str
+    nparam : int
+        Parameters per tile and per unknown column (translation: 1 per axis;
+        affine: 3 per output coordinate; similarity and euclidean: 4 and 3,
+        both axes together).
+    decoupled : bool
+        The x and y output coordinates are solved apart (one column each).
+    scales : bool
+        The model can scale tiles: its gauge must fix the mean linear part,
+        and least squares rewards shrinking.
+    simpler : str or None
+        The model that ``regularize`` pulls it towards.
+    needs : str
+        The points a tile needs, in words (for errors).
+    min_points : int
+        How many distinct points a tile needs, at least.
+    """
+
+    name: str
+    nparam: int
+    decoupled: bool
+    scales: bool
+    simpler: str | None
+    needs: str
+    min_points: int
 
 
-_DECOUPLED = {"translation": True, "affine": True, "similarity": False, "euclidean": False}
+#: The models, by name: one table instead of branches on the name.
+MODEL = {
+    "translation": Model("translation", 1, True, False, None, "one match", 1),
+    "euclidean": Model("euclidean", 3, False, False, None, "two distinct points", 2),
+    "similarity": Model("similarity", 4, False, True, "euclidean", "two distinct points", 2),
+    "affine": Model("affine", 3, True, True, "similarity",
+                    "three points that are not on one line", 3),
+}
+_NPARAM = {name: m.nparam for name, m in MODEL.items()}
+_DECOUPLED = {name: m.decoupled for name, m in MODEL.items()}
 
 
 _APPLY_CHUNK = 1 << 18
@@ -98,7 +137,7 @@ def underdetermined(model: str, system: System, weights: np.ndarray) -> np.ndarr
     n, _, cov = _point_moments(system, weights)
     eig = np.linalg.eigvalsh(cov)  # ascending, per tile
     scale = np.maximum(eig[:, 1], 1.0)
-    if model == "affine":
+    if MODEL[model].min_points == 3:
         bad = (n < 3) | (eig[:, 0] <= 1e-9 * scale)
     else:
         bad = (n < 2) | (eig[:, 1] <= 1e-12)

@@ -149,7 +149,7 @@ def blend_chunk(x0: float, y0: float, height: int, width: int, items: list[TileI
     or ``"last"`` (the first or last tile in ``items`` that covers a pixel
     wins).  Integer ``dtype`` output is rounded and clipped to its range.
     """
-    from . import kernels as _kernels  # its compiled loop imports numba: only where rendering happens
+    from . import kernels as _kernels  # imports numba: only where rendering happens
 
     xs = x0 + np.arange(width, dtype=np.float64)
     ys = y0 + np.arange(height, dtype=np.float64)

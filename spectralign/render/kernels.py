@@ -47,7 +47,8 @@ def accumulate(acc: np.ndarray, cover: np.ndarray, x0: float, y0: float, inverse
     loops = compiled_loop() if order <= 1 else None
     if loops is None:
         return False
-    loops._accumulate_numba(acc, cover, float(x0), float(y0), np.ascontiguousarray(inverse, np.float64),
-                      sub, int(u0), int(v0), int(width), int(height), float(blend), int(order),
-                      _METHOD_CODES[method])
+    inverse = np.ascontiguousarray(inverse, np.float64)
+    loops._accumulate_numba(acc, cover, float(x0), float(y0), inverse, sub, int(u0), int(v0),
+                            int(width), int(height), float(blend), int(order),
+                            _METHOD_CODES[method])
     return True
