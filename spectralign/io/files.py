@@ -55,7 +55,7 @@ def collect_tiles(tiles: Any) -> tuple[list[Any], list[str]]:
 def tile_shape(tile: Any) -> tuple[int, int]:
     """(height, width) of a tile without reading its pixels where possible."""
     if isinstance(tile, (str, os.PathLike)):
-        from ..io.sources import FileSource
+        from .sources import FileSource
 
         return FileSource(tile).shape
     shape = getattr(tile, "shape", None)

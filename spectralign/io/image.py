@@ -8,8 +8,6 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from ..match.spectral import apodization_window
-from .files import TIFF_SUFFIXES
 from ..errors import (
     ImageDimensionError,
     ImageNotFoundError,
@@ -19,6 +17,7 @@ from ..errors import (
     NonFiniteImageError,
     WindowOutsideImageError,
 )
+from .files import TIFF_SUFFIXES
 
 __all__ = ["Image", "parse_size", "parse_point"]
 
@@ -354,6 +353,8 @@ class Image(np.ndarray):
 
         Uses the same apodization window as matching.
         """
+        from ..match.spectral import apodization_window  # the window matching uses
+
         g = self._fill(gray)
         win = apodization_window(self.shape)
         return Image(g + (np.asarray(self) - g) * win)
