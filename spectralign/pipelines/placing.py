@@ -79,9 +79,11 @@ def _place(model, ids, nominal, pairs, fits, regularize=0.0):
         if not bad:
             break
         worst = max(bad.values())
-        for k, r in bad.items():
-            if r >= 0.5 * worst:
-                fits[k] = fits[k].released()
+        trial = [pm.released() if bad.get(k, 0.0) >= 0.5 * worst else pm
+                 for k, pm in enumerate(fits)]
+        if not any(pm.tied for pm in trial):
+            break  # weak ties that all disagree alike: keep the compromise
+        fits = trial
     tied = {k for (i, j), pm in zip(pairs, fits) if pm.tied for k in (i, j)}
     if tied and len(tied) < len(ids):
         index = {t: n for n, t in enumerate(result.tiles)}
@@ -125,7 +127,6 @@ def _pieces(n: int, edges: list[tuple[int, int]]) -> list[list[int]]:
 _SIZE_TOLERANCE = 0.02
 
 
-
 def _check_size(result: PlacementResult, nominal: dict, tilesize, stage_error=0.0) -> None:
     """Warn where the placement changed a tile's scale, or the montage's
     extent by more than a few percent plus what the stage's errors
@@ -145,7 +146,7 @@ def _check_size(result: PlacementResult, nominal: dict, tilesize, stage_error=0.
     if problems:
         warnings.warn(f"The {result.model} placement changed sizes: {'; '.join(problems)}. "
                       f"Check the tiles' matches, or use a model with fewer degrees of freedom "
-                      f"(translation or euclidean), or regularize the affine model.",
+                      f"(translation or euclidean), or regularize the similarity or affine model.",
                       SpectralignWarning, stacklevel=5)
 
 
