@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import tifffile  # noqa: E402
 
 import spectralign  # noqa: E402
-from spectralign import _loader  # noqa: E402
+from spectralign.match import loader as _loader  # noqa: E402
 from spectralign.match.fft import MEASURE_AFTER, RealFFT2, backend  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
