@@ -7,6 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# the same examples on every run (a clean clone's CI included); set
+# HYPOTHESIS_PROFILE=explore to search new ones
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 DATA = Path(os.environ.get("SPECTRALIGN_TEST_DATA",
                            Path(__file__).resolve().parents[1].parent / "shared" / "data"))

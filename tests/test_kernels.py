@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter
 
@@ -19,6 +19,7 @@ def _scene(rng, shape):
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(4, 40), w=st.integers(4, 40), seed=st.integers(0, 2**31),
        ox=st.integers(-35, 60), oy=st.integers(-35, 60))
+@example(h=33, w=10, seed=0, ox=0, oy=49)  # a window mostly past the edge: tiny energy
 def test_apodize_windows_equals_numpy(h, w, seed, ox, oy):
     rng = np.random.default_rng(seed)
     img = _scene(rng, (50, 60))
@@ -34,7 +35,9 @@ def test_apodize_windows_equals_numpy(h, w, seed, ox, oy):
     m_ref, e_ref = _kernels._apodize_numpy(img, origins, 0.3, apod, ref)
     np.testing.assert_allclose(ours, ref, atol=2e-6)
     np.testing.assert_allclose(m, m_ref, rtol=1e-5)
-    np.testing.assert_allclose(e, e_ref, rtol=1e-4, atol=1e-9)
+    # energies of windows mostly filled with their own mean are tiny: float32
+    # rounding of each pixel (about 1e-7 of it, values <= 1) sets the floor
+    np.testing.assert_allclose(e, e_ref, rtol=1e-4, atol=2e-7 * h * w)
 
 
 @pytest.mark.parametrize("exponent, noise_floor", [(-0.65, 4.0), (-1.0, 0.0), (0.0, 0.0), (-0.3, 2.0)])
