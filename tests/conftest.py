@@ -27,7 +27,7 @@ def shared(*parts: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sem_texture() -> np.ndarray:
     """The SEM texture image without its info bar, float32 in [0, 1]."""
     import tifffile
@@ -35,7 +35,7 @@ def sem_texture() -> np.ndarray:
     return tifffile.imread(shared("sem_texture", "retic.tif"))[:1024].astype(np.float32) / 255
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def he_slide() -> np.ndarray:
     """The H&E slide excerpt as gray float32 in [0, 1]."""
     import tifffile

@@ -84,7 +84,7 @@ def _pair_ncc(a, b, offsets) -> np.ndarray:
     ``b`` covers at every offset), so that the scores compare fairly; -1
     where that part is too small to score."""
     from ..io.sources import as_source
-    from .quality import _sample
+    from .quality import _ncc, _sample
 
     offsets = np.asarray(offsets, float).reshape(-1, 2)
     (h1, w1), (h2, w2) = a.shape, b.shape
@@ -98,14 +98,8 @@ def _pair_ncc(a, b, offsets) -> np.ndarray:
     pts = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
     sa, sb = as_source(a), as_source(b)
     v1 = _sample(sa, Affine(), pts, h1, w1, 1.0)
-    d1 = v1 - v1.mean()
-    out = []
-    for off in offsets:
-        v2 = _sample(sb, Affine.translator(-off), pts, h2, w2, 1.0)
-        d2 = v2 - v2.mean()
-        den = np.sqrt((d1 * d1).sum() * (d2 * d2).sum())
-        out.append(float((d1 * d2).sum() / den) if den > 0 else -1.0)
-    return np.array(out)
+    out = [_ncc(v1, _sample(sb, Affine.translator(-off), pts, h2, w2, 1.0)) for off in offsets]
+    return np.nan_to_num(np.array(out), nan=-1.0)
 
 
 def _shown(a, b, found, nominal_off) -> bool:
@@ -163,13 +157,13 @@ def _match_pair(cache, i, j, nominal, size, nwin, window, thresholds) -> PairMat
         shown = best > 0 and score[best] >= max(score[0] + _VERIFY_MARGIN, _VERIFY_NCC)
         if not shown:
             return none
-    if _overlap(pa, pa + found, size) is None:
+    rect_f = _overlap(pa, pa + found, size)
+    if rect_f is None:
         return none
-    if not significant:
+    if not significant and shown is None:
         shown = _shown(a, b, found, nominal_off)
         if not shown:
             return none
-    rect_f = _overlap(pa, pa + found, size)
     ow, oh = rect_f[2] - rect_f[0], rect_f[3] - rect_f[1]
     if min(ow / size[0], oh / size[1]) > 0.5:  # tiles of neighbouring sections: a grid
         side = min(256, _pow2_at_most(min(ow, oh) / 4))

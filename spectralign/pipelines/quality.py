@@ -82,6 +82,13 @@ def _sample(source, inv: Affine, pts: np.ndarray, h: int, w: int, smooth: float)
     return scipy.ndimage.map_coordinates(region, coords, order=1, mode="nearest")
 
 
+def _ncc(v1: np.ndarray, v2: np.ndarray) -> float:
+    """Normalized cross-correlation of two samples (NaN where one is flat)."""
+    d1, d2 = v1 - v1.mean(), v2 - v2.mean()
+    den = np.sqrt((d1 * d1).sum() * (d2 * d2).sum())
+    return float((d1 * d2).sum() / den) if den > 0 else float("nan")
+
+
 def _overlap_grid(a: Affine, b: Affine, shape1, shape2, step: float | None):
     """Model points of the overlap of two placed tiles, on a grid of
     ``step`` px (default: about ``_POINTS`` points), as (ny, nx, 2); or None."""
@@ -196,8 +203,6 @@ def seam_scores(tiles: Mapping[Hashable, Any], transforms: Mapping[Hashable, Any
             continue
         v1 = _sample(sources[t], inv1, pts, h1, w1, smooth)
         v2 = _sample(sources[t_], inv2, pts, h2, w2, smooth)
-        d1, d2 = v1 - v1.mean(), v2 - v2.mean()
-        den = np.sqrt((d1 * d1).sum() * (d2 * d2).sum())
-        ncc = float((d1 * d2).sum() / den) if den > 0 else float("nan")
-        out.append(Seam(t, t_, ncc, float(np.sqrt(np.mean((v1 - v2) ** 2))), int(len(pts))))
+        out.append(Seam(t, t_, _ncc(v1, v2), float(np.sqrt(np.mean((v1 - v2) ** 2))),
+                        int(len(pts))))
     return out
