@@ -18,6 +18,8 @@ from .errors import (
     InvalidPointError,
     InvalidSizeError,
     LayoutError,
+    MaskError,
+    NoOverlapError,
     NoMatchesError,
     NoTilesError,
     NonFiniteImageError,
@@ -41,6 +43,7 @@ from .render.renderer import Renderer
 from .pipelines.grid import stitch_grid, stitch_sections
 from .pipelines.montage import Montage, OverlapFit
 from .pipelines.stack import Stack, align_stack
+from .registration import Registration, register
 from .io.tileconfig import TileEntry, read_tileconfig, write_tileconfig
 from . import datasets
 
@@ -69,11 +72,15 @@ __all__ = [
     "OverlapFit",
     "align_stack",
     "Stack",
+    "register",
+    "Registration",
     "read_tileconfig",
     "write_tileconfig",
     "TileEntry",
     "datasets",
     "LayoutError",
+    "MaskError",
+    "NoOverlapError",
     "NoTilesError",
     "TileConfigError",
     "EmptyCanvasError",

@@ -26,6 +26,8 @@ __all__ = [
     "TileConfigError",
     "LayoutError",
     "NoTilesError",
+    "MaskError",
+    "NoOverlapError",
     "SpectralignWarning",
 ]
 
@@ -137,3 +139,18 @@ class NoTilesError(SpectralignError, FileNotFoundError):
 
 class SpectralignWarning(UserWarning):
     """Base class of every warning issued by spectralign."""
+
+
+class MaskError(SpectralignError, ValueError):
+    """A validity mask of the wrong shape or type, or with too few valid
+    pixels to register anything."""
+
+
+class NoOverlapError(SpectralignError, ValueError):
+    """Two images in which no common content was found: the registration
+    would be a guess.  ``best_snr`` holds the best signal-to-noise ratio
+    reached."""
+
+    def __init__(self, message: str, best_snr: float = 0.0):
+        super().__init__(message)
+        self.best_snr = float(best_snr)

@@ -1,0 +1,280 @@
+"""register() against OpenCV (ECC, SIFT + RANSAC) and scikit-image, one run.
+
+Every task is cut from the real images in ``../shared/data`` (SEM texture,
+H&E, fluorescence, serial-section TEM, each blurred by sigma 0.8 px as by
+optics) by order-5 spline sampling through a known transform, so the
+ground truth is exact:
+
+rotation
+    fixed and moving: the same spot, moving turned by U(-20, 20) degrees
+    about the centre; 128 and 256 px; clean, Gaussian noise of 0.1 of the
+    range, or JPEG quality 30 (both images).  Ours ``model="rigid"``.
+affine
+    384 px; rotation <= 2 deg, scales 0.97-1.03, shear <= 0.02, shift <= 3 %;
+    gray vs gray (noise 0.01) and Otsu-binarized fixed vs gray moving.
+    Error: the largest of the four corners' distances.  Ours ``"affine"``.
+masked
+    256 px, a subpixel shift of up to 8 px, a static beam block (a disk on
+    a bar to the edge, 15-40 % of the area, constant dark) in both; noise
+    0.02.  Ours ``"translation"`` with both masks.
+noprior
+    two 320 px crops overlapping by 50-90 % of their area, moving turned by
+    +-10 deg and scaled 0.9-1.1; noise 0.03.  Error: RMS over a grid of
+    points in the overlap; "within 2 px" uses the largest.  Ours
+    ``"similarity"``.
+
+Peers run in ``benchmarks/.peer-env`` (``register_peers.py``); their time
+and ours are per pair, wall clock, after a warm-up pair.
+
+Usage: ``python benchmarks/bench_register.py [--quick] [--tasks rotation,affine,...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.ndimage as ndi
+
+import spectralign
+from spectralign import Affine
+from spectralign.datasets import _jpeg_roundtrip
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+PEER_PY = HERE / ".peer-env" / "bin" / "python"
+
+
+def sources() -> list[tuple[str, np.ndarray]]:
+    import tifffile
+    import imageio.v3 as iio  # noqa: F401  (scikit-image brings imageio)
+
+    out = []
+    sem = tifffile.imread(DATA / "sem_texture" / "retic.tif")[:1024].astype(np.float64) / 255
+    out.append(("sem", sem))
+    rgb = tifffile.imread(DATA / "brightfield_he" / "cmu_small_region.svs")
+    out.append(("he", rgb[..., :3].mean(axis=-1)[200:1400, 200:1400] / 255))
+    fl = tifffile.imread(DATA / "fluorescence_pair" / "tile0.tif").astype(np.float64)
+    out.append(("fluo", fl / np.percentile(fl, 99.9)))
+    from imageio.v3 import imread
+    tem = np.hstack([imread(DATA / "sstem_stack" / f"{k}.png") for k in (0, 10, 20)])
+    out.append(("tem", tem.astype(np.float64) / 255))
+    return [(name, ndi.gaussian_filter(img, 0.8)) for name, img in out]
+
+
+def sample(src: np.ndarray, a: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """out[y, x] = src at a((x, y)) (order-5 spline)."""
+    lin = a.linear[::-1, ::-1]
+    off = a.matrix[::-1, 2]
+    return ndi.affine_transform(src, lin, offset=off, output_shape=shape, order=5,
+                                mode="reflect")
+
+
+def noisy(img, rng, cond):
+    lo, hi = float(img.min()), float(img.max())
+    if cond == "clean":
+        return img
+    if cond.startswith("noise"):
+        return img + rng.normal(0, float(cond[5:]) * (hi - lo), img.shape)
+    if cond.startswith("jpeg"):
+        return _jpeg_roundtrip(img, lo, hi, int(cond[4:]))
+    raise ValueError(cond)
+
+
+def centre_in(src, rng, margin):
+    h, w = src.shape
+    return np.array([rng.uniform(margin, w - margin), rng.uniform(margin, h - margin)])
+
+
+def make_rotation(src, rng, n, cond):
+    c = centre_in(src, rng, 0.75 * n)
+    ang = rng.uniform(-20, 20)
+    half = Affine.translator((-(n - 1) / 2, -(n - 1) / 2))
+    truth = half.inverse() @ Affine.rotator(np.radians(ang)) @ half
+    fixed = sample(src, Affine.translator(c) @ half, (n, n))
+    moving = sample(src, Affine.translator(c) @ half @ truth, (n, n))
+    full = np.ones((n, n), bool)
+    return dict(f=noisy(fixed, rng, cond), m=noisy(moving, rng, cond), fm=full, mm=full,
+                truth=truth, angle=ang, n=n)
+
+
+def make_affine(src, rng, n, binarize):
+    c = centre_in(src, rng, 0.7 * n)
+    ang = np.radians(rng.uniform(-2, 2))
+    lin = (Affine.rotator(ang).linear @ np.diag(rng.uniform(0.97, 1.03, 2))
+           @ np.array([[1, rng.uniform(-0.02, 0.02)], [0, 1]]))
+    half = Affine.translator((-(n - 1) / 2, -(n - 1) / 2))
+    truth = Affine.translator(rng.uniform(-0.03, 0.03, 2) * n) @ half.inverse() @ Affine(lin) @ half
+    fixed = sample(src, Affine.translator(c) @ half, (n, n))
+    moving = sample(src, Affine.translator(c) @ half @ truth, (n, n))
+    fixed, moving = noisy(fixed, rng, "noise0.01"), noisy(moving, rng, "noise0.01")
+    if binarize:
+        from skimage.filters import threshold_otsu
+        fixed = (fixed > threshold_otsu(fixed)).astype(np.float64)
+    full = np.ones((n, n), bool)
+    return dict(f=fixed, m=moving, fm=full, mm=full, truth=truth, n=n)
+
+
+def beam_block(rng, n):
+    """A dark disk on a bar to the nearest edge, covering 15-40 % of the area."""
+    target = rng.uniform(0.15, 0.40)
+    yy, xx = np.mgrid[:n, :n]
+    cx, cy = rng.uniform(0.35, 0.65, 2) * n
+    for r in np.linspace(0.05, 0.45, 80) * n:
+        disk = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        bar = (np.abs(yy - cy) <= 0.3 * r) & (xx >= cx)
+        block = disk | bar
+        if block.mean() >= target:
+            break
+    return block
+
+
+def make_masked(src, rng, n):
+    c = centre_in(src, rng, 0.75 * n)
+    d = rng.uniform(-8, 8, 2)
+    half = Affine.translator((-(n - 1) / 2, -(n - 1) / 2))
+    fixed = sample(src, Affine.translator(c) @ half, (n, n))
+    moving = sample(src, Affine.translator(c - d) @ half, (n, n))
+    block = beam_block(rng, n)
+    lo = float(min(fixed.min(), moving.min()))
+    fixed, moving = noisy(fixed, rng, "noise0.02"), noisy(moving, rng, "noise0.02")
+    fixed[block] = lo
+    moving[block] = lo
+    return dict(f=fixed, m=moving, fm=~block, mm=~block, truth=Affine.translator(-d), n=n,
+                blocked=float(block.mean()))
+
+
+def make_noprior(src, rng, n):
+    c1 = centre_in(src, rng, 1.3 * n)
+    o = rng.uniform(0.5, 0.9)
+    if rng.random() < 0.5:  # along one axis
+        off = np.array([(1 - o) * n, 0.0])[rng.permutation(2)]
+    else:
+        off = np.full(2, (1 - np.sqrt(o)) * n)
+    off *= rng.choice([-1, 1], 2)
+    lin = Affine.rotator(np.radians(rng.uniform(-10, 10))) @ Affine.scaler(rng.uniform(0.9, 1.1))
+    half = Affine.translator((-(n - 1) / 2, -(n - 1) / 2))
+    truth = Affine.translator(off) @ half.inverse() @ lin @ half
+    fixed = sample(src, Affine.translator(c1) @ half, (n, n))
+    moving = sample(src, Affine.translator(c1) @ half @ truth, (n, n))
+    full = np.ones((n, n), bool)
+    return dict(f=noisy(fixed, rng, "noise0.03"), m=noisy(moving, rng, "noise0.03"),
+                fm=full, mm=full, truth=truth, n=n, overlap=o)
+
+
+def corner_error(est, truth, n):
+    c = np.array([[0, 0], [n - 1, 0], [0, n - 1], [n - 1, n - 1]], float)
+    return float(np.linalg.norm(est(c) - truth(c), axis=1).max())
+
+
+def overlap_errors(est, truth, n):
+    g = np.linspace(0, n - 1, 9)
+    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    inside = truth(pts)
+    pts = pts[(inside >= 0).all(1) & (inside <= n - 1).all(1)]
+    e = np.linalg.norm(est(pts) - truth(pts), axis=1)
+    return float(np.sqrt(np.mean(e ** 2))), float(e.max())
+
+
+def run_peer(method, pairs):
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        arrays = {"method": method, "n": len(pairs)}
+        for i, p in enumerate(pairs):
+            arrays.update({f"f{i}": p["f"].astype(np.float32), f"m{i}": p["m"].astype(np.float32),
+                           f"fm{i}": p["fm"], f"mm{i}": p["mm"]})
+        np.savez(src, **arrays)
+        subprocess.run([str(PEER_PY), str(HERE / "register_peers.py"), str(src), str(dst)],
+                       check=True)
+        out = np.load(dst)
+        return [None if np.isnan(m).any() else Affine(m) for m in out["matrix"]], out["seconds"]
+
+
+def run_ours(model, pairs, masked=False):
+    first = pairs[0]
+    spectralign.register(first["f"], first["m"], model)  # warm-up
+    ests, secs = [], []
+    for p in pairs:
+        kw = dict(fixed_mask=p["fm"], moving_mask=p["mm"]) if masked else {}
+        t0 = time.perf_counter()
+        try:
+            est = spectralign.register(p["f"], p["m"], model, **kw).transform
+        except spectralign.SpectralignError:
+            est = None
+        secs.append(time.perf_counter() - t0)
+        ests.append(est)
+    return ests, np.array(secs)
+
+
+def score(task, pairs, ests):
+    errs = []
+    for p, est in zip(pairs, ests):
+        if est is None:
+            errs.append(np.inf)
+        elif task == "rotation":
+            errs.append(abs(np.degrees(est.angle()) - p["angle"]))
+        elif task == "affine":
+            errs.append(corner_error(est, p["truth"], p["n"]))
+        elif task == "masked":
+            errs.append(float(np.linalg.norm(est.translation() - p["truth"].translation())))
+        else:
+            rms, worst = overlap_errors(est, p["truth"], p["n"])
+            errs.append(worst if worst > 2 else rms)
+    return np.array(errs)
+
+
+TASKS = {
+    "rotation": ([(f"{n} px {cond}", (lambda s, r, n=n, c=cond: make_rotation(s, r, n, c)))
+                  for n in (128, 256) for cond in ("clean", "noise0.1", "jpeg30")],
+                 "rigid", ["sift_similarity", "ecc_euclidean", "skimage_fm"], 0.5),
+    "affine": ([("gray vs gray", lambda s, r: make_affine(s, r, 384, False)),
+                ("binarized vs gray", lambda s, r: make_affine(s, r, 384, True))],
+               "affine", ["ecc_affine", "sift_affine"], 1.0),
+    "masked": ([("beam block 15-40 %", lambda s, r: make_masked(s, r, 256))],
+               "translation", ["skimage_masked", "ecc_translation_masked"], 0.5),
+    "noprior": ([("overlap 50-90 %, +-10 deg, 0.9-1.1x", lambda s, r: make_noprior(s, r, 320))],
+                "similarity", ["sift_similarity"], 2.0),
+}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="20 pairs per condition (100 otherwise)")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--seed", type=int, default=2026)
+    args = ap.parse_args(argv)
+    count = 20 if args.quick else 100
+    srcs = sources()
+    peers = PEER_PY.is_file()
+    if not peers:
+        print("peer environment missing (bash benchmarks/setup_peer_env.sh): ours only")
+    unit = {"rotation": "deg", "affine": "px", "masked": "px", "noprior": "px"}
+    print(f"{'task':10} {'condition':34} {'method':24} {'within':>7} {'mean':>8} {'median':>8} "
+          f"{'rms':>8} {'ms/pair':>8}")
+    for task in args.tasks.split(","):
+        conditions, model, peer_methods, tol = TASKS[task]
+        for k, (label, make) in enumerate(conditions):
+            rng = np.random.default_rng([args.seed, list(TASKS).index(task), k])
+            pairs = [make(srcs[i % len(srcs)][1], rng) for i in range(count)]
+            runs = [(f"spectralign {model}", *run_ours(model, pairs, masked=task == "masked"))]
+            if peers:
+                runs += [(m, *run_peer(m, pairs)) for m in peer_methods]
+            for name, ests, secs in runs:
+                e = score(task, pairs, ests)
+                ok = e <= tol
+                fin = e[ok]
+                print(f"{task:10} {label:34} {name:24} {ok.mean():7.0%} "
+                      f"{(fin.mean() if len(fin) else np.nan):8.4f} "
+                      f"{(np.median(e)):8.4f} {(np.sqrt(np.mean(fin ** 2)) if len(fin) else np.nan):8.4f} "
+                      f"{1000 * np.median(secs):8.1f}", flush=True)
+            print(f"{'':10} (errors in {unit[task]}; mean and rms over pairs within {tol:g}; "
+                  f"median over all)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Prefilters for noisy and JPEG-compressed images, from SciPy and scikit-image.
+
+Which helps, measured on ``benchmarks/bench_register.py`` (rotation task,
+SEM texture, 128 and 256 px), is in ``docs/benchmarks.md``; in short, the
+spectral matching already weighs each frequency by its signal-to-noise
+ratio, so a prefilter rarely improves on ``None``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import scipy.ndimage
+
+__all__ = ["DENOISERS", "denoise_image"]
+
+
+def _gaussian(img: np.ndarray) -> np.ndarray:
+    return scipy.ndimage.gaussian_filter(img, 1.0)
+
+
+def _median(img: np.ndarray) -> np.ndarray:
+    return scipy.ndimage.median_filter(img, size=3)
+
+
+def _scaled(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Run a scikit-image filter on the image scaled to [0, 1] and back."""
+    def run(img: np.ndarray) -> np.ndarray:
+        lo, hi = float(img.min()), float(img.max())
+        span = hi - lo or 1.0
+        return (fn((img - lo) / span) * span + lo).astype(np.float32)
+    return run
+
+
+def _nlmeans(img: np.ndarray) -> np.ndarray:
+    from skimage.restoration import denoise_nl_means, estimate_sigma
+    sigma = float(estimate_sigma(img))
+    return denoise_nl_means(img, h=0.8 * sigma, sigma=sigma, patch_size=5,
+                            patch_distance=6, fast_mode=True)
+
+
+def _tv(img: np.ndarray) -> np.ndarray:
+    from skimage.restoration import denoise_tv_chambolle, estimate_sigma
+    return denoise_tv_chambolle(img, weight=max(float(estimate_sigma(img)), 1e-3))
+
+
+def _bilateral(img: np.ndarray) -> np.ndarray:
+    from skimage.restoration import denoise_bilateral, estimate_sigma
+    sigma = max(float(estimate_sigma(img)), 1e-3)
+    return denoise_bilateral(img.astype(np.float64), sigma_color=2 * sigma, sigma_spatial=1.5)
+
+
+#: Named prefilters: ``"gaussian"`` (sigma 1 px) and ``"median"`` (3 x 3)
+#: from SciPy; ``"nlmeans"`` (non-local means), ``"tv"`` (total variation,
+#: Chambolle) and ``"bilateral"`` from scikit-image, each with the noise
+#: level estimated from the image (``skimage.restoration.estimate_sigma``).
+DENOISERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "gaussian": _gaussian,
+    "median": _median,
+    "nlmeans": _scaled(_nlmeans),
+    "tv": _scaled(_tv),
+    "bilateral": _scaled(_bilateral),
+}
+
+
+def denoise_image(img: np.ndarray, denoise: Any) -> np.ndarray:
+    """Apply ``denoise`` (None, a name in :data:`DENOISERS`, or a callable
+    taking and returning an (H, W) array)."""
+    if denoise is None:
+        return img
+    if callable(denoise):
+        fn = denoise
+    elif isinstance(denoise, str) and denoise in DENOISERS:
+        fn = DENOISERS[denoise]
+    else:
+        raise ValueError(f"Expected denoise as None, a callable, or one of "
+                         f"{', '.join(map(repr, DENOISERS))}. Got {denoise!r} instead.")
+    out = np.asarray(fn(np.asarray(img, dtype=np.float32)), dtype=np.float32)
+    if out.shape != img.shape:
+        raise ValueError(f"Expected the denoise filter to keep the image's shape {img.shape}. "
+                         f"Got {out.shape} instead.")
+    return out

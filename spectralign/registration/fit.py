@@ -1,0 +1,78 @@
+"""Least-squares fits of one transform to point pairs, and a robust loop.
+
+Similarity and rigid fits are Umeyama's closed form (IEEE TPAMI 13, 1991,
+doi:10.1109/34.88573) with weights; the affine fit is linear least squares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..affine import Affine
+
+__all__ = ["MODELS", "MIN_POINTS", "fit_transform", "robust_fit"]
+
+MODELS = ("translation", "rigid", "similarity", "affine")
+#: Point pairs each model needs (affine: not all on one line).
+MIN_POINTS = {"translation": 1, "rigid": 2, "similarity": 2, "affine": 3}
+
+
+def fit_transform(src: np.ndarray, dst: np.ndarray, model: str,
+                  weights: np.ndarray | None = None) -> Affine:
+    """The transform of ``model`` that best takes ``src`` to ``dst``
+    (``(N, 2)`` points), in the weighted least-squares sense."""
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    cs, cd = w @ src, w @ dst
+    if model == "translation":
+        return Affine.translator(cd - cs)
+    a, b = src - cs, dst - cd
+    if model == "affine":
+        sw = np.sqrt(w)[:, None]
+        lin, *_ = np.linalg.lstsq(a * sw, b * sw, rcond=None)
+        lin = lin.T
+    else:
+        cov = (b * w[:, None]).T @ a
+        u, sv, vt = np.linalg.svd(cov)
+        d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+        rot = u @ d @ vt
+        scale = 1.0
+        if model == "similarity":
+            var = float(np.sum(w * np.sum(a * a, axis=1)))
+            scale = float(np.sum(sv * np.diag(d))) / var
+        lin = scale * rot
+    return Affine(np.hstack([lin, (cd - lin @ cs)[:, None]]))
+
+
+def determined(src: np.ndarray, model: str) -> bool:
+    """Whether the points pin down every parameter of ``model``."""
+    if len(src) < MIN_POINTS[model]:
+        return False
+    spread = np.linalg.svd(src - src.mean(axis=0), compute_uv=False)
+    if model == "translation":
+        return True
+    if model == "affine":
+        return spread[1] > 1e-6 * max(spread[0], 1.0) and spread[1] > 1.0
+    return spread[0] > 1.0
+
+
+def robust_fit(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray,
+               floor: float = 0.3) -> tuple[Affine, np.ndarray]:
+    """Fit, then let go of pairs further than ``max(floor, 4 sigma)`` from
+    the fit (sigma from the median absolute residual) and fit again, until
+    nothing changes; never below what the model needs.
+
+    Returns the transform and the mask of pairs kept.
+    """
+    keep = np.ones(len(src), dtype=bool)
+    for _ in range(10):
+        t = fit_transform(src[keep], dst[keep], model, weights[keep])
+        res = np.linalg.norm(t(src) - dst, axis=1)
+        sigma = 1.4826 * np.median(res[keep]) if keep.any() else 0.0
+        new = res <= max(floor, 4.0 * sigma)
+        if new.sum() < MIN_POINTS[model] or not determined(src[new], model):
+            break
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    return t, keep

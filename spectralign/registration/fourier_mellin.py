@@ -1,0 +1,109 @@
+"""Rotation and scale between two images from their magnitude spectra.
+
+Reddy and Chatterji, "An FFT-based technique for translation, rotation,
+and scale-invariant image registration", IEEE TIP 5 (1996),
+doi:10.1109/83.506761: a translation leaves the magnitude of the Fourier
+transform unchanged, a rotation turns it by the same angle and a scaling
+by ``s`` shrinks it by ``1 / s``; in log-polar coordinates both become
+shifts, found by phase correlation.  The magnitude spectrum is symmetric,
+so an angle is known modulo 180 degrees: the caller tries both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+import scipy.ndimage
+
+from .masked import fill_masked
+
+__all__ = ["rotation_scale_candidates"]
+
+#: Angular bins over 180 degrees.
+ANGLES = 360
+#: The band of spatial frequency used, in cycles/px: below, the image's
+#: size and vignetting dominate; above, optics-blurred images hold noise.
+BAND = (0.02, 0.35)
+
+
+def _magnitude(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """Centred magnitude spectrum of the image's valid pixels, tapered to
+    zero at the image's edges and the mask's, zero-padded to ``n x n``."""
+    h, w = img.shape
+    a = fill_masked(img, mask).astype(np.float64)
+    taper = np.outer(np.hanning(h + 2)[1:-1], np.hanning(w + 2)[1:-1])
+    if not mask.all():
+        taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float64), 3.0)
+    a = (a - np.sum(a * taper) / np.sum(taper)) * taper
+    spec = np.abs(scipy.fft.fftshift(scipy.fft.fft2(a, (n, n), workers=-1)))
+    return spec
+
+
+def _log_polar(spec: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    n = spec.shape[0]
+    theta = np.arange(ANGLES) * (np.pi / ANGLES)
+    r, t = np.meshgrid(radii, theta)  # (ANGLES, R)
+    rows = n // 2 + r * np.sin(t)
+    cols = n // 2 + r * np.cos(t)
+    lp = scipy.ndimage.map_coordinates(spec, [rows, cols], order=1, mode="constant")
+    # equalize the radial fall-off of the spectrum, so that every ring has
+    # its say and the correlation is not the spectrum's radial profile
+    lp = np.log(lp + 1e-12 * lp.max())
+    return lp - lp.mean(axis=0, keepdims=True)
+
+
+def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
+                              moving: np.ndarray, moving_mask: np.ndarray, *,
+                              scale: bool, max_scale: float = 2.0,
+                              k: int = 3) -> list[tuple[float, float, float]]:
+    """Up to ``k`` ``(angle, scale, strength)`` candidates for the similarity
+    that takes ``moving`` onto ``fixed``.
+
+    ``angle`` in radians in ``[-pi/2, pi/2)`` (add pi for the other half),
+    positive as :meth:`spectralign.Affine.rotator`; ``scale`` how much
+    larger moving's content appears in fixed; 1 when ``scale`` is False.
+    """
+    n = scipy.fft.next_fast_len(max(*fixed.shape, *moving.shape))
+    lo, hi = BAND[0] * n, BAND[1] * n
+    nr = max(32, int(round(n / 2)))
+    log_step = np.log(hi / lo) / (nr - 1)
+    radii = lo * np.exp(np.arange(nr) * log_step)
+    lp1 = _log_polar(_magnitude(fixed, fixed_mask, n), radii)
+    lp2 = _log_polar(_magnitude(moving, moving_mask, n), radii)
+    # angle is periodic; radius is not: taper it and pad to twice its length
+    taper = np.hanning(nr + 2)[1:-1]
+    shape = (ANGLES, 2 * nr)
+    s1 = scipy.fft.rfft2(lp1 * taper, shape)
+    s2 = scipy.fft.rfft2(lp2 * taper, shape)
+    cross = s1 * np.conj(s2)
+    cross /= np.abs(cross) ** 0.65 + 1e-12 * np.abs(cross).max()
+    corr = scipy.fft.irfft2(cross, shape)
+    # corr[a, r]: lp1(t + a, q + r) ~ lp2(t, q)
+    if scale:
+        reach = int(np.ceil(np.log(max_scale * 1.05) / log_step))
+        rows = np.r_[0:reach + 1, shape[1] - reach:shape[1]]
+    else:
+        rows = np.array([0])
+    sub = corr[:, rows]
+    local = scipy.ndimage.maximum_filter(sub, size=(9, 3), mode="wrap")
+    cand = np.argwhere(sub == local)
+    vals = sub[cand[:, 0], cand[:, 1]]
+    order = np.argsort(-vals)[:k]
+    noise = float(np.std(sub)) or 1.0
+    out = []
+    for (a, j), v in zip(cand[order], vals[order]):
+        ya, yb = corr[(a - 1) % ANGLES, rows[j]], corr[(a + 1) % ANGLES, rows[j]]
+        d = ya - 2 * v + yb
+        da = 0.5 * (ya - yb) / d if d < 0 else 0.0
+        r = rows[j] if rows[j] <= shape[1] // 2 else rows[j] - shape[1]
+        dr = 0.0
+        if scale and 0 < j < len(rows) - 1 and abs(r) < reach:
+            jm, jp = (rows[j] - 1) % shape[1], (rows[j] + 1) % shape[1]
+            xa, xb = corr[a, jm], corr[a, jp]
+            d = xa - 2 * v + xb
+            dr = 0.5 * (xa - xb) / d if d < 0 else 0.0
+        angle = ((a + da) * np.pi / ANGLES + np.pi / 2) % np.pi - np.pi / 2
+        # fixed's spectrum at radius rho e^(r) matches moving's at rho:
+        # fixed's content is smaller by e^(r) in space
+        out.append((float(angle), float(np.exp(-(r + dr) * log_step)), float(v / noise)))
+    return out

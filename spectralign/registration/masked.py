@@ -1,0 +1,111 @@
+"""Masked normalized cross-correlation over every shift (Padfield 2012).
+
+Padfield, "Masked object registration in the Fourier domain", IEEE TIP 21
+(2012), doi:10.1109/TIP.2011.2181402: the correlation coefficient of two
+images over just the pixels valid in both, for every relative shift, from
+six forward and six inverse FFTs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+import scipy.ndimage
+
+__all__ = ["masked_ncc", "ncc_peaks", "fill_masked"]
+
+
+def fill_masked(img: np.ndarray, mask: np.ndarray | None, sigma: float = 4.0) -> np.ndarray:
+    """``img`` with its invalid pixels replaced by a smooth local mean.
+
+    Normalized convolution: ``G * (img mask) / G * mask`` with a Gaussian
+    ``G`` of ``sigma`` px, so a hole takes the blurred colour of its
+    surroundings and leaves no edge for a correlation to lock onto; pixels
+    too far from any valid one take the mean of all valid pixels.
+    """
+    img = np.asarray(img, dtype=np.float32)
+    if mask is None or mask.all():
+        return img
+    m = mask.astype(np.float32)
+    num = scipy.ndimage.gaussian_filter(img * m, sigma, mode="constant")
+    den = scipy.ndimage.gaussian_filter(m, sigma, mode="constant")
+    mean = float(img[mask].mean()) if mask.any() else 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        smooth = np.where(den > 1e-3, num / np.maximum(den, 1e-3), mean)
+    return np.where(mask, img, smooth).astype(np.float32)
+
+
+def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
+               moving_mask: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """Correlation coefficient of the valid pixels at every shift.
+
+    Returns
+    -------
+    ncc : (H1 + H2 - 1, W1 + W2 - 1) float64 array
+        ``ncc[v, u]`` compares ``fixed[y + dy, x + dx]`` with
+        ``moving[y, x]`` for ``(dx, dy) = (u - W2 + 1, v - H2 + 1)``; 0
+        where fewer than ``min_overlap`` pixels are valid in both.
+    count : same shape
+        How many pixels are valid in both at each shift.
+    """
+    h1, w1 = fixed.shape
+    h2, w2 = moving.shape
+    shape = (scipy.fft.next_fast_len(h1 + h2 - 1, real=True),
+             scipy.fft.next_fast_len(w1 + w2 - 1, real=True))
+    m = fixed_mask.astype(np.float64)
+    n = moving_mask.astype(np.float64)
+    f = np.where(fixed_mask, fixed, 0.0)
+    g = np.where(moving_mask, moving, 0.0)
+    # centre the values: the sums below subtract large, nearly equal numbers
+    f = np.where(fixed_mask, f - f[fixed_mask].mean(), 0.0)
+    g = np.where(moving_mask, g - g[moving_mask].mean(), 0.0)
+    rf = lambda a: scipy.fft.rfft2(a, shape, workers=-1)  # noqa: E731
+    # correlation of a (fixed side) with b (moving side) at shift s:
+    # sum_x a(x + s) b(x) = irfft(A conj(B))
+    M, F, F2 = rf(m), rf(f), rf(f * f)
+    N, G, G2 = (np.conj(rf(b)) for b in (n, g, g * g))
+    back = lambda a: scipy.fft.irfft2(a, shape, workers=-1)  # noqa: E731
+    count = np.round(back(M * N))
+    sf, sg = back(F * N), back(M * G)
+    sff, sgg, sfg = back(F2 * N), back(M * G2), back(F * G)
+    # shifts run from -(H2 - 1) to H1 - 1: roll the negative ones in front
+    def crop(a):
+        a = np.roll(a, (h2 - 1, w2 - 1), axis=(0, 1))
+        return a[:h1 + h2 - 1, :w1 + w2 - 1]
+    count, sf, sg, sff, sgg, sfg = map(crop, (count, sf, sg, sff, sgg, sfg))
+    ok = count >= max(min_overlap, 2.0)
+    c = np.where(ok, count, 1.0)
+    num = sfg - sf * sg / c
+    var_f = sff - sf * sf / c
+    var_g = sgg - sg * sg / c
+    floor = 1e-9 * max(float(var_f.max(initial=0)), float(var_g.max(initial=0)), 1e-30)
+    ok &= (var_f > floor) & (var_g > floor)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ncc = np.where(ok, num / np.sqrt(np.maximum(var_f * var_g, 1e-300)), 0.0)
+    return np.clip(ncc, -1.0, 1.0), count
+
+
+def ncc_peaks(ncc: np.ndarray, moving_shape: tuple[int, int], k: int = 3,
+              separation: int = 5) -> list[tuple[np.ndarray, float]]:
+    """The ``k`` highest separated maxima of :func:`masked_ncc`, as
+    ``((dx, dy), value)`` with a parabolic subpixel offset."""
+    h2, w2 = moving_shape
+    local = scipy.ndimage.maximum_filter(ncc, size=2 * separation + 1, mode="constant")
+    cand = np.argwhere((ncc == local) & (ncc > 0))
+    if not len(cand):
+        return []
+    vals = ncc[cand[:, 0], cand[:, 1]]
+    order = np.argsort(-vals)[:k]
+    out = []
+    for (r, c), v in zip(cand[order], vals[order]):
+        sub = []
+        for axis, (i, n) in enumerate(((r, ncc.shape[0]), (c, ncc.shape[1]))):
+            if 0 < i < n - 1:
+                lo = ncc[i - 1, c] if axis == 0 else ncc[r, i - 1]
+                hi = ncc[i + 1, c] if axis == 0 else ncc[r, i + 1]
+                d = lo - 2 * v + hi
+                sub.append(float(np.clip(0.5 * (lo - hi) / d, -0.5, 0.5)) if d < 0 else 0.0)
+            else:
+                sub.append(0.0)
+        out.append((np.array([c + sub[1] - (w2 - 1), r + sub[0] - (h2 - 1)]), float(v)))
+    return out

@@ -1,0 +1,396 @@
+"""register(): two whole images, no prior, to subpixel precision.
+
+Three stages, each honouring both validity masks:
+
+1. **Rotation and scale** (not for ``model="translation"``): Fourier-Mellin
+   on the magnitude spectra of the valid pixels
+   (:mod:`~spectralign.registration.fourier_mellin`) gives a few candidate
+   angles, each known modulo 180 degrees.
+2. **Translation**: for each candidate and its half-turn, moving is turned
+   and scaled, and the masked correlation coefficient over every shift
+   (:mod:`~spectralign.registration.masked`, Padfield 2012) finds where it
+   lies on fixed; the best correlation wins.  Stages 1 and 2 run on images
+   shrunk to about 200 px.
+3. **Refinement**: moving is resampled through the estimate into fixed's
+   frame, spectral windows (:class:`~spectralign.Matcher`) across the
+   overlap measure what is left, and a robust least-squares fit of the model
+   updates the estimate; repeated until it moves less than a thousandth of
+   a pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from os import PathLike
+from typing import Any
+
+import numpy as np
+import scipy.ndimage
+
+from ..affine import Affine
+from ..errors import ImageDimensionError, MaskError, NoOverlapError
+from ..io.image import Image
+from ..match.matcher import Matcher
+from .denoise import denoise_image
+from .fit import MIN_POINTS, MODELS, determined, robust_fit
+from .fourier_mellin import rotation_scale_candidates
+from .masked import fill_masked, masked_ncc, ncc_peaks
+
+__all__ = ["register", "Registration", "SNR_THRESHOLD", "MODELS"]
+
+#: Windows whose correlation peak has a lower SNR are not used, and a
+#: :attr:`Registration.snr` below it means the result is not to be trusted.
+SNR_THRESHOLD = 6.0
+#: Stages 1 and 2 run on images shrunk to about this many pixels a side.
+COARSE_SIDE = 200
+#: Smallest overlap searched, as a fraction of the smaller image's valid area.
+MIN_OVERLAP = 0.2
+#: Fewest valid pixels a mask may leave.
+MIN_VALID = 256
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What :func:`register` found.
+
+    Attributes
+    ----------
+    transform : Affine
+        Maps moving's pixel ``(x, y)`` to fixed's.
+    model : str
+        The model fitted.
+    snr : float
+        Median signal-to-noise ratio of the spectral windows' correlation
+        peaks at the last step.  Below :data:`SNR_THRESHOLD` (6) the result
+        is not to be trusted; unrelated images give 3 to 5.
+    ncc : float
+        Correlation coefficient of fixed and :meth:`warp` over the pixels
+        valid in both: the pixels' own verdict (1: identical up to gain and
+        offset).
+    overlap : float
+        Fraction of fixed's valid pixels that moving's valid pixels cover.
+    windows : int
+        Spectral windows in the final fit.
+    residual : float
+        RMS distance (px) of those windows' matches from the fitted
+        transform.
+    iterations : int
+        Refinement steps taken.
+    """
+
+    transform: Affine
+    model: str
+    snr: float
+    ncc: float
+    overlap: float
+    windows: int
+    residual: float
+    iterations: int
+    _fixed: np.ndarray = field(repr=False)
+    _moving: np.ndarray = field(repr=False)
+    _fixed_mask: np.ndarray = field(repr=False)
+    _moving_mask: np.ndarray = field(repr=False)
+
+    def warp(self, order: int = 3, fill: float = 0.0) -> np.ndarray:
+        """Moving resampled into fixed's frame: an array of fixed's shape
+        (spline ``order``; ``fill`` where moving has no pixel)."""
+        h, w = self._fixed.shape
+        return np.asarray(self.transform.apply(self._moving, (0, 0, w, h), order=order,
+                                               fill=fill))
+
+    def valid(self) -> np.ndarray:
+        """Boolean mask, fixed's shape: where fixed and the warped moving
+        are both valid."""
+        return self._fixed_mask & _warp_mask(self.transform, self._moving_mask,
+                                             self._fixed.shape)
+
+    def difference(self, normalize: bool = False) -> np.ndarray:
+        """``fixed - warp()`` where both are valid, NaN elsewhere.
+
+        With ``normalize``, the warp's gain and offset are first fitted to
+        fixed over the valid overlap (for images of different contrast,
+        e.g. a binarized and a gray one)."""
+        valid = self.valid()
+        warped = self.warp()
+        fixed = self._fixed.astype(np.float64)
+        if normalize and valid.sum() > 2:
+            gain, offset = np.polyfit(warped[valid], fixed[valid], 1)
+            warped = gain * warped + offset
+        return np.where(valid, fixed - warped, np.nan).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """The numbers, for JSON or a table row."""
+        return {"model": self.model, "matrix": self.transform.matrix.tolist(),
+                "angle_deg": float(np.degrees(self.transform.angle())),
+                "scale": self.transform.magnification(),
+                "shift": self.transform.translation().tolist(),
+                "snr": self.snr, "ncc": self.ncc, "overlap": self.overlap,
+                "windows": self.windows, "residual": self.residual,
+                "iterations": self.iterations}
+
+
+# -- inputs ------------------------------------------------------------------
+
+def _as_gray(img: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 2-D image and the mask of its finite pixels."""
+    if isinstance(img, (str, PathLike)):
+        data = np.asarray(Image(img))
+    else:
+        arr = np.asarray(img)
+        if arr.ndim == 2 and arr.dtype.kind == "f":
+            data = arr.astype(np.float32)
+        elif arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
+            data = np.asarray(Image(arr))
+        else:
+            raise ImageDimensionError(
+                f"Expected {name} as a 2-D gray image (H, W) or a colour image (H, W, 3|4). "
+                f"Got an array of shape {arr.shape} instead; pick one plane, e.g. {name}[0].")
+    finite = np.isfinite(data)
+    if not finite.all():
+        data = np.where(finite, data, 0.0).astype(np.float32)
+    return data, finite
+
+
+def _as_mask(mask: Any, shape: tuple[int, int], finite: np.ndarray, name: str) -> np.ndarray:
+    if mask is None:
+        out = finite
+    else:
+        arr = np.asarray(mask)
+        if arr.shape != shape:
+            raise MaskError(f"Expected {name} of the image's shape {shape} (H, W). "
+                            f"Got shape {arr.shape} instead.")
+        if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
+            raise MaskError(f"Expected {name} as booleans (True = valid pixel). Got values "
+                            f"other than 0 and 1 (dtype {arr.dtype}) instead.")
+        out = arr.astype(bool) & finite
+    valid = int(out.sum())
+    need = max(MIN_VALID, int(0.01 * out.size))
+    if valid < need:
+        raise MaskError(f"Expected at least {need} valid pixels in {name.replace('_mask', '')}. "
+                        f"Got {valid} of {out.size} instead; check that True marks the valid "
+                        f"pixels, not the masked ones.")
+    return out
+
+
+# -- stages -------------------------------------------------------------------
+
+def _warp_mask(t: Affine, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    m = np.asarray(t.apply(mask.astype(np.float32), (0, 0, w, h), order=1, fill=0.0))
+    return m > 0.999
+
+
+def _shrink(img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block means of ``f x f`` pixels over valid ones; blocks with any
+    invalid pixel are invalid."""
+    if f == 1:
+        return img, mask
+    h, w = (s // f * f for s in img.shape)
+    m = mask[:h, :w].reshape(h // f, f, w // f, f)
+    a = np.where(mask, img, 0.0)[:h, :w].reshape(h // f, f, w // f, f)
+    count = m.sum(axis=(1, 3))
+    small = a.sum(axis=(1, 3)) / np.maximum(count, 1)
+    return small.astype(np.float32), count == f * f
+
+
+def _bandpass(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Detail between 1 and 8 px: no noise at the pixel scale, no shading."""
+    filled = fill_masked(img, mask).astype(np.float64)
+    fine = scipy.ndimage.gaussian_filter(filled, 1.0)
+    return (fine - scipy.ndimage.gaussian_filter(filled, 8.0)).astype(np.float32)
+
+
+def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, np.ndarray, np.ndarray]:
+    """Moving through the linear map ``lin``, on a canvas that holds all of
+    it: returns the map from moving to the canvas, the canvas and its mask."""
+    h, w = moving.shape
+    corners = lin(np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64))
+    lo, hi = np.floor(corners.min(axis=0)), np.ceil(corners.max(axis=0))
+    to_canvas = Affine.translator(-lo) @ lin
+    cw, ch = (hi - lo).astype(int)
+    canvas = np.asarray(to_canvas.apply(fill_masked(moving, mask), (0, 0, cw, ch), order=1))
+    cmask = _warp_mask(to_canvas, mask, (ch, cw))
+    return to_canvas, canvas, cmask
+
+
+def _coarse(fixed, fmask, moving, mmask, model: str) -> list[tuple[float, Affine]]:
+    """Candidate transforms (moving -> fixed), best first, scored by the
+    masked correlation coefficient of the band-passed shrunk images."""
+    f = max(1, int(round(max(*fixed.shape, *moving.shape) / COARSE_SIDE)))
+    sf, sfm = _shrink(fixed, fmask, f)
+    sm, smm = _shrink(moving, mmask, f)
+    if model == "translation":
+        linears = [Affine()]
+    else:
+        cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
+        linears = [Affine.rotator(a + turn) @ Affine.scaler(s)
+                   for a, s, _ in cands for turn in (0.0, np.pi)]
+    bf = _bandpass(sf, sfm)
+    small = Affine.scaler(1.0 / f)
+    out = []
+    for lin in linears:
+        to_canvas, canvas, cmask = _turned(sm, smm, lin)
+        if cmask.sum() < MIN_VALID // 4:
+            continue
+        need = MIN_OVERLAP * min(sfm.sum(), cmask.sum())
+        ncc, _ = masked_ncc(bf, _bandpass(canvas, cmask), sfm, cmask, need)
+        for shift, value in ncc_peaks(ncc, canvas.shape, k=1):
+            # full-size moving -> shrunk moving -> canvas -> shrunk fixed -> fixed
+            t = small.inverse() @ Affine.translator(shift) @ to_canvas @ small
+            out.append((value, t))
+    out.sort(key=lambda vt: -vt[0])
+    return out
+
+
+def _windows(valid: np.ndarray, size: int) -> np.ndarray:
+    """Centres ``(x, y)`` of ``size`` windows at half-window steps whose
+    pixels are at least 90 % valid."""
+    h, w = valid.shape
+    if size > min(h, w):
+        return np.zeros((0, 2))
+    integral = np.pad(valid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    step = max(4, size // 2)
+    xs = np.arange(0, w - size + 1, step)
+    ys = np.arange(0, h - size + 1, step)
+    # spread the leftover margin evenly
+    xs = xs + (w - size - xs[-1]) // 2
+    ys = ys + (h - size - ys[-1]) // 2
+    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
+    y0, x0 = y0.ravel(), x0.ravel()
+    count = (integral[y0 + size, x0 + size] - integral[y0, x0 + size]
+             - integral[y0 + size, x0] + integral[y0, x0])
+    ok = count >= 0.9 * size * size
+    return np.stack([x0[ok] + size / 2, y0[ok] + size / 2], axis=1).astype(np.float64)
+
+
+def _refine(fixed, fmask, moving, mmask, t: Affine, model: str, max_iters: int = 8):
+    """Spectral windows and robust fits from ``t`` until it settles.
+
+    Returns (transform, snr, windows, residual, iterations), or None when no
+    window could be matched (with the best SNR seen)."""
+    h, w = fixed.shape
+    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
+    ffill = fill_masked(fixed, fmask)
+    mfill = fill_masked(moving, mmask)
+    best_snr = 0.0
+    snr = 0.0
+    kept = 0
+    residual = np.nan
+    for it in range(1, max_iters + 1):
+        valid = fmask & _warp_mask(t, mmask, fixed.shape)
+        size = int(np.clip(min(h, w) // 3, 32, 160))
+        centres = _windows(valid, size)
+        while size > 24 and len(centres) < max(4, 2 * MIN_POINTS[model]):
+            size = int(size / 1.4)
+            centres = _windows(valid, size)
+        if not len(centres):
+            return None, best_snr
+        warped = np.asarray(t.apply(mfill, (0, 0, w, h), order=3))
+        warped = fill_masked(warped, valid)
+        ref = fill_masked(ffill, valid)
+        matches = Matcher(ref, warped).refine_many(centres, centres, size, iters=2, workers=1)
+        snrs = np.array(matches.snr, dtype=np.float64)
+        best_snr = max(best_snr, float(snrs.max(initial=0.0)))
+        good = snrs >= SNR_THRESHOLD
+        if not determined(centres[good], model):
+            return None, best_snr
+        p = np.asarray(matches.p)[good]
+        q = t.inverse()(np.asarray(matches.p_)[good])  # the same content in moving
+        new, keep = robust_fit(q, p, model, np.ones(len(p)))
+        kept = int(keep.sum())
+        residual = float(np.sqrt(np.mean(np.sum((new(q[keep]) - p[keep]) ** 2, axis=1))))
+        snr = float(np.median(snrs[good][keep]))
+        moved = float(np.abs(new(corners) - t(corners)).max())
+        t = new
+        if moved < 1e-3:
+            break
+    return (t, snr, kept, residual, it), best_snr
+
+
+def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any = None,
+             moving_mask: Any = None, denoise: Any = None) -> Registration:
+    """Align two whole images with no prior: where does moving lie on fixed?
+
+    Parameters
+    ----------
+    fixed, moving : (H, W) array_like, Image, or path
+        The two images (any sizes; colour is averaged to gray; NaN pixels
+        count as invalid).
+    model : {"translation", "rigid", "similarity", "affine"}
+        The transform sought.  ``"translation"`` searches shifts only;
+        the others also any rotation, and ``"similarity"`` and ``"affine"``
+        scales from 0.5 to 2.
+    fixed_mask, moving_mask : (H, W) bool array_like, optional
+        True where a pixel is valid.  Invalid pixels take no part in any
+        stage (a beam block, a scale bar, a tear, padding).
+    denoise : None, str or callable, optional
+        A prefilter run on both images first: one of
+        :data:`~spectralign.registration.denoise.DENOISERS` or a function
+        of an (H, W) array.  The spectral windows weigh frequencies by their
+        signal-to-noise ratio already; measured advice is in
+        ``docs/benchmarks.md``.
+
+    Returns
+    -------
+    Registration
+        ``.transform`` maps moving's ``(x, y)`` to fixed's; ``.snr`` and
+        ``.ncc`` say how far to trust it; ``.warp()`` and ``.difference()``
+        show it.
+
+    Raises
+    ------
+    ImageDimensionError
+        If an image is not 2-D (or colour).
+    MaskError
+        If a mask has the wrong shape or leaves too few valid pixels.
+    NoOverlapError
+        If no candidate placement gives matching windows (the error's
+        ``best_snr`` says how close it came); never a silent identity.
+
+    Examples
+    --------
+    >>> import numpy as np, spectralign
+    >>> from scipy.ndimage import gaussian_filter
+    >>> scene = gaussian_filter(np.random.default_rng(1).random((400, 400)), 2)
+    >>> turn = spectralign.Affine.rotator(np.radians(12), (200, 200))
+    >>> fixed = scene[100:300, 100:300]
+    >>> moving = np.asarray(turn.apply(scene))[100:300, 100:300]
+    >>> reg = spectralign.register(fixed, moving, model="rigid")
+    >>> round(np.degrees(reg.transform.angle()), 2)
+    -12.0
+    """
+    if model not in MODELS:
+        raise ValueError(f"Expected model as one of {', '.join(map(repr, MODELS))}. "
+                         f"Got {model!r} instead.")
+    f_img, f_ok = _as_gray(fixed, "fixed")
+    m_img, m_ok = _as_gray(moving, "moving")
+    fmask = _as_mask(fixed_mask, f_img.shape, f_ok, "fixed_mask")
+    mmask = _as_mask(moving_mask, m_img.shape, m_ok, "moving_mask")
+    if denoise is not None:
+        f_img = np.where(fmask, denoise_image(fill_masked(f_img, fmask), denoise), f_img)
+        m_img = np.where(mmask, denoise_image(fill_masked(m_img, mmask), denoise), m_img)
+    candidates = _coarse(f_img, fmask, m_img, mmask, model)
+    best_snr = 0.0
+    for _, t0 in candidates[:2]:
+        found, snr = _refine(f_img, fmask, m_img, mmask, t0, model)
+        best_snr = max(best_snr, snr)
+        if found is not None:
+            break
+    else:
+        coarse = f" (best coarse correlation {candidates[0][0]:.2f})" if candidates else ""
+        raise NoOverlapError(
+            f"Expected two images that share content. Found none: the best spectral window "
+            f"reached SNR {best_snr:.1f}{coarse}, below the {SNR_THRESHOLD:g} a match needs. "
+            f"Check that the images overlap by at least a quarter of their area, try "
+            f"denoise='gaussian' for very noisy images, or mask out regions that differ.",
+            best_snr=best_snr)
+    t, snr, kept, residual, iters = found
+    valid = fmask & _warp_mask(t, mmask, f_img.shape)
+    h, w = f_img.shape
+    warped = np.asarray(t.apply(m_img, (0, 0, w, h), order=3))
+    a, b = f_img[valid].astype(np.float64), warped[valid].astype(np.float64)
+    ncc = float(np.corrcoef(a, b)[0, 1]) if valid.sum() > 2 and a.std() > 0 and b.std() > 0 else 0.0
+    return Registration(transform=t, model=model, snr=snr, ncc=ncc,
+                        overlap=float(valid.sum() / fmask.sum()), windows=kept,
+                        residual=residual, iterations=iters, _fixed=f_img, _moving=m_img,
+                        _fixed_mask=fmask, _moving_mask=mmask)
