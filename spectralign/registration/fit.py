@@ -6,6 +6,8 @@ doi:10.1109/34.88573) with weights; the affine fit is linear least squares.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..affine import Affine
@@ -56,20 +58,43 @@ def determined(src: np.ndarray, model: str) -> bool:
     return spread[0] > 1.0
 
 
+def _consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray,
+               tol: float, top: int = 12) -> np.ndarray:
+    """The pairs that agree with the best-supported exact fit through a
+    minimal set of the ``top`` heaviest pairs (RANSAC over every such set,
+    Fischler and Bolles 1981): chance matches may be the majority."""
+    k = MIN_POINTS[model]
+    heavy = np.argsort(-weights, kind="stable")[:top]
+    best, best_score = np.ones(len(src), dtype=bool), -1.0
+    for combo in itertools.combinations(heavy, k):
+        combo = list(combo)
+        if not determined(src[combo], model):
+            continue
+        t = fit_transform(src[combo], dst[combo], model)
+        inliers = np.linalg.norm(t(src) - dst, axis=1) <= tol
+        score = float(weights[inliers].sum())
+        if score > best_score:
+            best, best_score = inliers, score
+    return best
+
+
 def robust_fit(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray,
-               floor: float = 0.3) -> tuple[Affine, np.ndarray]:
-    """Fit, then let go of pairs further than ``max(floor, 4 sigma)`` from
-    the fit (sigma from the median absolute residual) and fit again, until
-    nothing changes; never below what the model needs.
+               floor: float = 0.3, tol: float = 1.5) -> tuple[Affine, np.ndarray]:
+    """Fit to the pairs of the best consensus (within ``tol`` px), then let
+    go of pairs further than ``max(floor, 4 sigma)`` from the fit (sigma
+    from the median absolute residual) and fit again, until nothing changes;
+    never below what the model needs.
 
     Returns the transform and the mask of pairs kept.
     """
-    keep = np.ones(len(src), dtype=bool)
+    keep = _consensus(src, dst, model, weights, tol)
+    if keep.sum() < MIN_POINTS[model] or not determined(src[keep], model):
+        keep = np.ones(len(src), dtype=bool)
     for _ in range(10):
         t = fit_transform(src[keep], dst[keep], model, weights[keep])
         res = np.linalg.norm(t(src) - dst, axis=1)
-        sigma = 1.4826 * np.median(res[keep]) if keep.any() else 0.0
-        new = res <= max(floor, 4.0 * sigma)
+        sigma = 1.4826 * np.median(res[keep])
+        new = res <= min(max(floor, 4.0 * sigma), tol)
         if new.sum() < MIN_POINTS[model] or not determined(src[new], model):
             break
         if np.array_equal(new, keep):

@@ -26,17 +26,25 @@ ANGLES = 360
 BAND = (0.02, 0.35)
 
 
+def _round_taper(n: int) -> np.ndarray:
+    # a round window: a separable one leaks strong low frequencies along
+    # the axes, a pattern at 0 and 90 degrees in both images alike
+    y, x = np.ogrid[:n, :n]
+    r = np.hypot((2 * x - n + 1) / n, (2 * y - n + 1) / n)
+    return np.where(r < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(r, 1)), 0.0)
+
+
 def _magnitude(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     """Centred magnitude spectrum of the image's valid pixels, tapered to
     zero at the image's edges and the mask's, zero-padded to ``n x n``."""
     h, w = img.shape
     a = fill_masked(img, mask).astype(np.float64)
-    taper = np.outer(np.hanning(h + 2)[1:-1], np.hanning(w + 2)[1:-1])
+    m = max(h, w)
+    taper = _round_taper(m)[(m - h) // 2:(m - h) // 2 + h, (m - w) // 2:(m - w) // 2 + w]
     if not mask.all():
         taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float64), 3.0)
     a = (a - np.sum(a * taper) / np.sum(taper)) * taper
-    spec = np.abs(scipy.fft.fftshift(scipy.fft.fft2(a, (n, n), workers=-1)))
-    return spec
+    return np.abs(scipy.fft.fftshift(scipy.fft.fft2(a, (n, n), workers=-1)))
 
 
 def _log_polar(spec: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -46,10 +54,15 @@ def _log_polar(spec: np.ndarray, radii: np.ndarray) -> np.ndarray:
     rows = n // 2 + r * np.sin(t)
     cols = n // 2 + r * np.cos(t)
     lp = scipy.ndimage.map_coordinates(spec, [rows, cols], order=1, mode="constant")
-    # equalize the radial fall-off of the spectrum, so that every ring has
-    # its say and the correlation is not the spectrum's radial profile
-    lp = np.log(lp + 1e-12 * lp.max())
-    return lp - lp.mean(axis=0, keepdims=True)
+    # the noise floor: the spectrum's median beyond 0.45 cycles/px, where
+    # optics leave nothing but the camera's white noise
+    fy, fx = np.meshgrid(*(scipy.fft.fftshift(scipy.fft.fftfreq(n)),) * 2, indexing="ij")
+    floor = float(np.median(spec[np.hypot(fx, fy) > 0.45]))
+    level = lp.mean(axis=0, keepdims=True)
+    # each ring's angular pattern relative to its level, weighed by how
+    # much of the ring is signal rather than noise
+    signal = np.clip(1.0 - floor / np.maximum(level, 1e-30), 0.0, 1.0)
+    return (lp - level) / np.maximum(level, 1e-30) * signal
 
 
 def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,

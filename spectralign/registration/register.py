@@ -20,6 +20,7 @@ Three stages, each honouring both validity masks:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 import scipy.ndimage
 
 from ..affine import Affine
-from ..errors import ImageDimensionError, MaskError, NoOverlapError
+from ..errors import ImageDimensionError, MaskError, NoOverlapError, SpectralignWarning
 from ..io.image import Image
 from ..match.matcher import Matcher
 from .denoise import denoise_image
@@ -38,11 +39,16 @@ from .masked import fill_masked, masked_ncc, ncc_peaks
 
 __all__ = ["register", "Registration", "SNR_THRESHOLD", "MODELS"]
 
-#: Windows whose correlation peak has a lower SNR are not used, and a
-#: :attr:`Registration.snr` below it means the result is not to be trusted.
+#: A :attr:`Registration.snr` below this means the result is not to be trusted.
 SNR_THRESHOLD = 6.0
+#: Windows whose correlation peak has a lower SNR take no part in the fit
+#: (small noisy windows that match reach 4 to 6; the robust fit sorts out
+#: the chance matches among them).
+WINDOW_SNR = 4.0
 #: Stages 1 and 2 run on images shrunk to about this many pixels a side.
 COARSE_SIDE = 200
+#: The search of every angle runs on images shrunk to about this size.
+SEARCH_SIDE = 64
 #: Smallest overlap searched, as a fraction of the smaller image's valid area.
 MIN_OVERLAP = 0.2
 #: Fewest valid pixels a mask may leave.
@@ -193,11 +199,13 @@ def _shrink(img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.n
     return small.astype(np.float32), count == f * f
 
 
-def _bandpass(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Detail between 1 and 8 px: no noise at the pixel scale, no shading."""
+def _bandpass(img: np.ndarray, mask: np.ndarray, fine: float = 2.0) -> np.ndarray:
+    """Detail between ``fine`` and 8 ``fine`` px: no noise at the pixel
+    scale, no shading, and broad enough to still correlate a few degrees
+    off the true angle."""
     filled = fill_masked(img, mask).astype(np.float64)
-    fine = scipy.ndimage.gaussian_filter(filled, 1.0)
-    return (fine - scipy.ndimage.gaussian_filter(filled, 8.0)).astype(np.float32)
+    return (scipy.ndimage.gaussian_filter(filled, fine)
+            - scipy.ndimage.gaussian_filter(filled, 8 * fine)).astype(np.float32)
 
 
 def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, np.ndarray, np.ndarray]:
@@ -213,10 +221,35 @@ def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, 
     return to_canvas, canvas, cmask
 
 
+def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[float, Affine]]:
+    """Each linear map's best translation on the shrunk images (by masked
+    correlation of their band-passed forms), as full-size transforms with
+    their correlation, best first."""
+    bf = _bandpass(sf, sfm, fine)
+    small = Affine.scaler(1.0 / f)
+    out = []
+    for lin in linears:
+        to_canvas, canvas, cmask = _turned(sm, smm, lin)
+        if cmask.sum() < MIN_VALID // 4:
+            continue
+        need = MIN_OVERLAP * min(sfm.sum(), cmask.sum())
+        ncc, _ = masked_ncc(bf, _bandpass(canvas, cmask, fine), sfm, cmask, need)
+        for shift, value in ncc_peaks(ncc, canvas.shape, k=1):
+            # full-size moving -> shrunk moving -> canvas -> shrunk fixed -> fixed
+            t = small.inverse() @ Affine.translator(shift) @ to_canvas @ small
+            out.append((value, t))
+    out.sort(key=lambda vt: -vt[0])
+    return out
+
+
+def _factor(fixed, moving, side: int) -> int:
+    return max(1, int(round(max(*fixed.shape, *moving.shape) / side)))
+
+
 def _coarse(fixed, fmask, moving, mmask, model: str) -> list[tuple[float, Affine]]:
-    """Candidate transforms (moving -> fixed), best first, scored by the
-    masked correlation coefficient of the band-passed shrunk images."""
-    f = max(1, int(round(max(*fixed.shape, *moving.shape) / COARSE_SIDE)))
+    """Candidate transforms (moving -> fixed), best first: Fourier-Mellin's
+    angles and scales, each turned both ways, placed by correlation."""
+    f = _factor(fixed, moving, COARSE_SIDE)
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
     if model == "translation":
@@ -225,21 +258,20 @@ def _coarse(fixed, fmask, moving, mmask, model: str) -> list[tuple[float, Affine
         cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
         linears = [Affine.rotator(a + turn) @ Affine.scaler(s)
                    for a, s, _ in cands for turn in (0.0, np.pi)]
-    bf = _bandpass(sf, sfm)
-    small = Affine.scaler(1.0 / f)
-    out = []
-    for lin in linears:
-        to_canvas, canvas, cmask = _turned(sm, smm, lin)
-        if cmask.sum() < MIN_VALID // 4:
-            continue
-        need = MIN_OVERLAP * min(sfm.sum(), cmask.sum())
-        ncc, _ = masked_ncc(bf, _bandpass(canvas, cmask), sfm, cmask, need)
-        for shift, value in ncc_peaks(ncc, canvas.shape, k=1):
-            # full-size moving -> shrunk moving -> canvas -> shrunk fixed -> fixed
-            t = small.inverse() @ Affine.translator(shift) @ to_canvas @ small
-            out.append((value, t))
-    out.sort(key=lambda vt: -vt[0])
-    return out
+    return _placements(sf, sfm, sm, smm, linears, f, 2.0)
+
+
+def _search(fixed, fmask, moving, mmask, model: str) -> list[tuple[float, Affine]]:
+    """The slow, sure way, when the spectra's candidates fail: every angle
+    in steps of 4 degrees (and scales 0.7, 1 and 1.4 where the model
+    scales), placed by correlation on images shrunk to 64 px."""
+    f = _factor(fixed, moving, SEARCH_SIDE)
+    sf, sfm = _shrink(fixed, fmask, f)
+    sm, smm = _shrink(moving, mmask, f)
+    scales = (1.0,) if model == "rigid" else (0.7, 1.0, 1.4)
+    linears = [Affine.rotator(np.radians(a)) @ Affine.scaler(s)
+               for a in np.arange(-180.0, 180.0, 4.0) for s in scales]
+    return _placements(sf, sfm, sm, smm, linears, f, 1.0)
 
 
 def _windows(valid: np.ndarray, size: int) -> np.ndarray:
@@ -291,7 +323,10 @@ def _refine(fixed, fmask, moving, mmask, t: Affine, model: str, max_iters: int =
         matches = Matcher(ref, warped).refine_many(centres, centres, size, iters=2, workers=1)
         snrs = np.array(matches.snr, dtype=np.float64)
         best_snr = max(best_snr, float(snrs.max(initial=0.0)))
-        good = snrs >= SNR_THRESHOLD
+        # a window measures shifts well within its own size; beyond, its
+        # peak is chance
+        moved_by = np.linalg.norm(np.asarray(matches.p_) - np.asarray(matches.p), axis=1)
+        good = (snrs >= WINDOW_SNR) & (moved_by <= size / 4)
         if not determined(centres[good], model):
             return None, best_snr
         p = np.asarray(matches.p)[good]
@@ -305,6 +340,30 @@ def _refine(fixed, fmask, moving, mmask, t: Affine, model: str, max_iters: int =
         if moved < 1e-3:
             break
     return (t, snr, kept, residual, it), best_snr
+
+
+def _agreeing(model: str) -> int:
+    """Windows that must agree on one transform: three beyond the fewest
+    that fix it, which chance matches almost never reach."""
+    return MIN_POINTS[model] + 3
+
+
+def _best(fixed, fmask, moving, mmask, model: str):
+    """Refine the two best candidates; if neither has enough windows that
+    agree, search every angle and refine its two best.  Returns the
+    refinement with the most agreeing windows and the best window SNR seen."""
+    best, best_snr = None, 0.0
+    for search in (_coarse, _search):
+        if search is _search and model == "translation":
+            break
+        for _, t0 in search(fixed, fmask, moving, mmask, model)[:2]:
+            found, snr = _refine(fixed, fmask, moving, mmask, t0, model)
+            best_snr = max(best_snr, snr)
+            if found is not None and (best is None or found[2] > best[2]):
+                best = found
+            if best is not None and best[2] >= _agreeing(model):
+                return best, best_snr
+    return best, best_snr
 
 
 def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any = None,
@@ -369,21 +428,19 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     if denoise is not None:
         f_img = np.where(fmask, denoise_image(fill_masked(f_img, fmask), denoise), f_img)
         m_img = np.where(mmask, denoise_image(fill_masked(m_img, mmask), denoise), m_img)
-    candidates = _coarse(f_img, fmask, m_img, mmask, model)
-    best_snr = 0.0
-    for _, t0 in candidates[:2]:
-        found, snr = _refine(f_img, fmask, m_img, mmask, t0, model)
-        best_snr = max(best_snr, snr)
-        if found is not None:
-            break
-    else:
-        coarse = f" (best coarse correlation {candidates[0][0]:.2f})" if candidates else ""
+    found, best_snr = _best(f_img, fmask, m_img, mmask, model)
+    if found is None or found[2] < _agreeing(model):
+        agree = found[2] if found is not None else 0
         raise NoOverlapError(
-            f"Expected two images that share content. Found none: the best spectral window "
-            f"reached SNR {best_snr:.1f}{coarse}, below the {SNR_THRESHOLD:g} a match needs. "
-            f"Check that the images overlap by at least a quarter of their area, try "
-            f"denoise='gaussian' for very noisy images, or mask out regions that differ.",
-            best_snr=best_snr)
+            f"Expected two images that share content. Found none: at best {agree} spectral "
+            f"windows agreed on one transform ({_agreeing(model)} needed for {model!r}), "
+            f"the best window reached SNR {best_snr:.1f}. Check that the images overlap by "
+            f"at least a quarter of their area, try denoise='gaussian' for very noisy "
+            f"images, or mask out regions that differ.", best_snr=best_snr)
+    if found[1] < SNR_THRESHOLD:
+        warnings.warn(f"register: the windows' median SNR {found[1]:.1f} is below "
+                      f"{SNR_THRESHOLD:g}; check the result by eye "
+                      f"(Registration.difference()).", SpectralignWarning, stacklevel=2)
     t, snr, kept, residual, iters = found
     valid = fmask & _warp_mask(t, mmask, f_img.shape)
     h, w = f_img.shape
