@@ -415,8 +415,8 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     >>> fixed = scene[100:300, 100:300]
     >>> moving = np.asarray(turn.apply(scene))[100:300, 100:300]
     >>> reg = spectralign.register(fixed, moving, model="rigid")
-    >>> round(np.degrees(reg.transform.angle()), 2)
-    -12.0
+    >>> print(f"{np.degrees(reg.transform.angle()):.2f}")
+    -12.00
     """
     if model not in MODELS:
         raise ValueError(f"Expected model as one of {', '.join(map(repr, MODELS))}. "
