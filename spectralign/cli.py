@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 
 from . import __version__
 from .datasets import stitch2d_grid
-from .errors import SpectralignError, StoreExistsError
+from .errors import NoOverlapError, SpectralignError, StoreExistsError
 from .match.matcher import Matcher
 from .place.placement import Placement
 from .render.renderer import Renderer
@@ -228,6 +229,164 @@ def _align_stack(args: argparse.Namespace) -> int:
         print(f"wrote {out} and {json_path.name}")
     return 1 if caught and args.strict else 0
 
+def _diff_picture(reg) -> np.ndarray:
+    """The difference image for eyes: mid-gray where the two agree, black
+    outside the overlap, +-3 standard deviations to white and black."""
+    d = reg.difference(normalize=True)
+    spread = float(np.nanstd(d)) if np.isfinite(d).any() else 1.0
+    pic = 0.5 + d / (6 * spread or 1.0)
+    return np.where(np.isfinite(pic), np.clip(pic, 0, 1), 0.0).astype(np.float32)
+
+
+def _save(path: Path, data: np.ndarray) -> None:
+    from .io.image import Image
+
+    Image(data).save(path)
+
+
+def _pairs(fixed: str, moving: str) -> tuple[list[tuple[str, str]], bool]:
+    """One pair, or two folders or glob patterns paired in natural order
+    (and whether they were)."""
+    import glob
+
+    from .errors import NoTilesError
+    from .io.files import collect_tiles
+
+    many = [os.path.isdir(a) or glob.has_magic(a) for a in (fixed, moving)]
+    if not any(many):
+        for a in (fixed, moving):
+            if not os.path.isfile(a):
+                raise FileNotFoundError(f"Expected an image file. Got {a!r}, which does not exist.")
+        return [(fixed, moving)], False
+    if not all(many):
+        raise NoTilesError(f"Expected FIXED and MOVING both files, or both folders or glob "
+                           f"patterns. Got {fixed!r} and {moving!r}.")
+    a, _ = collect_tiles(fixed)
+    b, _ = collect_tiles(moving)
+    if len(a) != len(b):
+        raise NoTilesError(f"Expected as many moving images as fixed ones to pair in order. "
+                           f"Got {len(a)} matching {fixed!r} and {len(b)} matching {moving!r}.")
+    return list(zip(a, b)), True
+
+
+def _register(args: argparse.Namespace) -> int:
+    """Align MOVING onto FIXED with no prior (any rotation, scale 0.5-2x).
+
+One pair: FIXED and MOVING are image files; -o writes MOVING resampled into
+FIXED's frame (TIFF: float32, PNG: 8 bits), --diff the difference picture
+(mid-gray where they agree, black outside the overlap), --json the
+transform and its quality.
+
+Many pairs: FIXED and MOVING are two folders or quoted glob patterns with as
+many images each, paired in natural order (a2 before a10; masks, if
+given, serve every pair); -o is then a
+folder for the warped images (named after the moving ones), --diff a folder
+for the difference pictures, and --table a CSV (or .json) of every pair's
+transform and quality.  A pair with no overlap found is reported and
+skipped.
+
+Earlier outputs are refused before any work unless --overwrite is given.
+Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
+"""
+    import warnings
+
+    from .registration import register
+
+    pairs, batch = _pairs(args.fixed, args.moving)
+    out = Path(args.output) if args.output else None
+    diff = Path(args.diff) if args.diff else None
+    targets = []
+    for f, m in pairs:
+        name = Path(m).stem
+        targets.append((out / (name + ".tif") if batch and out else out,
+                        diff / (name + ".diff.png") if batch and diff else diff))
+    written = [p for pair in targets for p in pair if p is not None]
+    written += [Path(p) for p in (args.json, args.table) if p]
+    if not args.overwrite:
+        taken = [str(p) for p in written if p.exists()]
+        if taken:
+            raise StoreExistsError(
+                f"Expected new output paths. Got {', '.join(taken[:3])}"
+                f"{' and more' if len(taken) > 3 else ''}, which exist; pass --overwrite "
+                f"to replace them or choose other paths.")
+    if batch:
+        for folder in (out, diff):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+    from .io.image import Image
+
+    masks = {k: (np.asarray(Image(v)) > 0.5 if v else None)
+             for k, v in (("fixed_mask", args.fixed_mask), ("moving_mask", args.moving_mask))}
+    rows, failed, warned = [], 0, 0
+    from tqdm import tqdm
+
+    bar = tqdm(list(zip(pairs, targets)), desc="registering", unit="pair",
+               disable=args.quiet or not batch, file=sys.stderr)
+    for (f, m), (warp_path, diff_path) in bar:
+        row = {"fixed": str(f), "moving": str(m)}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                reg = register(f, m, model=args.model, denoise=args.denoise, **masks)
+            except NoOverlapError as exc:
+                if not batch:
+                    raise
+                failed += 1
+                row.update(status="no overlap", best_snr=exc.best_snr)
+                rows.append(row)
+                continue
+        for w in caught:
+            warned += 1
+            bar.write(f"spectralign: warning: {Path(m).name}: {w.message}", file=sys.stderr)
+        row.update(status="ok", **reg.to_dict())
+        rows.append(row)
+        if warp_path is not None:
+            _save(warp_path, reg.warp())
+        if diff_path is not None:
+            _save(diff_path, _diff_picture(reg))
+        if not batch and not args.quiet:
+            d = reg.to_dict()
+            print(f"{Path(m).name} -> {Path(f).name}: {args.model}, angle {d['angle_deg']:.3f} "
+                  f"deg, scale {d['scale']:.4f}, shift ({d['shift'][0]:.2f}, "
+                  f"{d['shift'][1]:.2f}) px; SNR {reg.snr:.1f}, NCC {reg.ncc:.3f}, "
+                  f"overlap {reg.overlap:.0%}, {reg.windows} windows")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows[0] if not batch else rows, indent=1,
+                                              default=_jsonable))
+    if args.table:
+        _write_table(Path(args.table), rows)
+    if batch and not args.quiet:
+        print(f"registered {len(rows) - failed} of {len(rows)} pairs"
+              f"{f'; {failed} with no overlap found' if failed else ''}"
+              f"{f'; {warned} warning(s)' if warned else ''}")
+    return 1 if failed or (warned and args.strict) else 0
+
+
+def _jsonable(v):
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(f"not JSON: {type(v).__name__}")
+
+
+def _write_table(path: Path, rows: list[dict]) -> None:
+    """Every pair's transform and quality: CSV (one row a pair, the matrix
+    as a00 .. a12) or JSON by the name's ending."""
+    import csv
+
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(rows, indent=1, default=_jsonable))
+        return
+    cols = ["fixed", "moving", "status", "model", "a00", "a01", "a02", "a10", "a11", "a12",
+            "angle_deg", "scale", "snr", "ncc", "overlap", "windows", "residual", "best_snr"]
+    with open(path, "w", newline="") as fh:
+        out = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
+        out.writeheader()
+        for r in rows:
+            r = dict(r)
+            if "matrix" in r:
+                (r["a00"], r["a01"], r["a02"]), (r["a10"], r["a11"], r["a12"]) = r["matrix"]
+            out.writerow(r)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -307,6 +466,38 @@ def _parser() -> argparse.ArgumentParser:
     al.add_argument("--resume", action="store_true")
     al.add_argument("-q", "--quiet", action="store_true")
     al.set_defaults(func=_align_stack)
+
+    rg = sub.add_parser(
+        "register", help="align two whole images (or two folders of them) with no prior",
+        description=_register.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples: spectralign register ref.tif scan.tif -o warped.tif --diff diff.png\n"
+               "          spectralign register 'ref/*.tif' 'scans/*.tif' -o warped/ "
+               "--table transforms.csv")
+    rg.add_argument("fixed", metavar="FIXED", help="the reference image, folder or pattern")
+    rg.add_argument("moving", metavar="MOVING", help="the image to align, folder or pattern")
+    rg.add_argument("--model", choices=("translation", "rigid", "similarity", "affine"),
+                    default="affine", help="transform sought (default affine)")
+    rg.add_argument("-o", "--output", default=None, metavar="WARPED",
+                    help="write MOVING resampled into FIXED's frame (.tif or .png; a folder "
+                         "for many pairs)")
+    rg.add_argument("--diff", default=None, metavar="DIFF.png",
+                    help="write the difference picture (a folder for many pairs)")
+    rg.add_argument("--json", default=None, metavar="FILE.json",
+                    help="write the transform and its quality as JSON")
+    rg.add_argument("--table", default=None, metavar="FILE.csv",
+                    help="write every pair's transform and quality (CSV, or JSON by the name)")
+    rg.add_argument("--denoise", default=None,
+                    choices=("gaussian", "median", "nlmeans", "tv", "bilateral"),
+                    help="prefilter both images (see docs/benchmarks.md for when it helps)")
+    rg.add_argument("--fixed-mask", default=None, metavar="MASK",
+                    help="image file, white where FIXED's pixels are valid")
+    rg.add_argument("--moving-mask", default=None, metavar="MASK",
+                    help="image file, white where MOVING's pixels are valid")
+    rg.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
+    rg.add_argument("--strict", action="store_true",
+                    help="exit with status 1 when a warning was raised (e.g. a low SNR)")
+    rg.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    rg.set_defaults(func=_register)
     return parser
 
 

@@ -33,6 +33,7 @@ from ..errors import ImageDimensionError, MaskError, NoOverlapError, Spectralign
 from ..io.image import Image
 from ..match.matcher import Matcher
 from .denoise import denoise_image
+from .direct import refine_direct
 from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
@@ -51,6 +52,9 @@ COARSE_SIDE = 200
 SEARCH_SIDE = 64
 #: Smallest overlap searched, as a fraction of the smaller image's valid area.
 MIN_OVERLAP = 0.2
+#: Significance (correlation times the root of the independent pixels)
+#: that the pixels' own fit must reach when the windows cannot agree.
+DIRECT_Z = 8.0
 #: Fewest valid pixels a mask may leave.
 MIN_VALID = 256
 
@@ -106,9 +110,9 @@ class Registration:
 
     def valid(self) -> np.ndarray:
         """Boolean mask, fixed's shape: where fixed and the warped moving
-        are both valid."""
-        return self._fixed_mask & _warp_mask(self.transform, self._moving_mask,
-                                             self._fixed.shape)
+        are both valid (and 2 px inside moving's edges, where the spline of
+        :meth:`warp` feels the fill)."""
+        return _overlap(self.transform, self._fixed_mask, self._moving_mask)
 
     def difference(self, normalize: bool = False) -> np.ndarray:
         """``fixed - warp()`` where both are valid, NaN elsewhere.
@@ -186,6 +190,13 @@ def _warp_mask(t: Affine, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarra
     return m > 0.999
 
 
+def _overlap(t: Affine, fmask: np.ndarray, mmask: np.ndarray) -> np.ndarray:
+    """Where fixed and moving through ``t`` are both valid, 2 px in from
+    moving's invalid pixels and edges."""
+    inner = scipy.ndimage.binary_erosion(np.pad(mmask, 1), iterations=2)[1:-1, 1:-1]
+    return fmask & _warp_mask(t, inner, fmask.shape)
+
+
 def _shrink(img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
     """Block means of ``f x f`` pixels over valid ones; blocks with any
     invalid pixel are invalid."""
@@ -223,8 +234,8 @@ def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, 
 
 def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[float, Affine]]:
     """Each linear map's best translation on the shrunk images (by masked
-    correlation of their band-passed forms), as full-size transforms with
-    their correlation, best first."""
+    correlation of their band-passed forms, weighed by the overlap), as
+    full-size transforms with their scores, best first."""
     bf = _bandpass(sf, sfm, fine)
     small = Affine.scaler(1.0 / f)
     out = []
@@ -233,8 +244,11 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
         if cmask.sum() < MIN_VALID // 4:
             continue
         need = MIN_OVERLAP * min(sfm.sum(), cmask.sum())
-        ncc, _ = masked_ncc(bf, _bandpass(canvas, cmask, fine), sfm, cmask, need)
-        for shift, value in ncc_peaks(ncc, canvas.shape, k=1):
+        ncc, count = masked_ncc(bf, _bandpass(canvas, cmask, fine), sfm, cmask, need)
+        # a small overlap correlates well by chance: rank by significance,
+        # the coefficient times the square root of the pixels behind it
+        score = ncc * np.sqrt(count / sfm.sum())
+        for shift, value in ncc_peaks(score, canvas.shape, k=1):
             # full-size moving -> shrunk moving -> canvas -> shrunk fixed -> fixed
             t = small.inverse() @ Affine.translator(shift) @ to_canvas @ small
             out.append((value, t))
@@ -295,6 +309,31 @@ def _windows(valid: np.ndarray, size: int) -> np.ndarray:
     return np.stack([x0[ok] + size / 2, y0[ok] + size / 2], axis=1).astype(np.float64)
 
 
+def _measure(ffill, fmask, mfill, mmask, t: Affine, model: str):
+    """Spectral windows across the overlap of fixed and moving resampled
+    through ``t``: their centres, matches, SNRs, which of them are fit to
+    use, and their size; None where no window fits in the overlap."""
+    h, w = ffill.shape
+    valid = fmask & _warp_mask(t, mmask, ffill.shape)
+    size = int(np.clip(min(h, w) // 3, 32, 160))
+    centres = _windows(valid, size)
+    while size > 24 and len(centres) < max(4, 2 * MIN_POINTS[model]):
+        size = int(size / 1.4)
+        centres = _windows(valid, size)
+    if not len(centres):
+        return None
+    warped = np.asarray(t.apply(mfill, (0, 0, w, h), order=3))
+    warped = fill_masked(warped, valid)
+    ref = fill_masked(ffill, valid)
+    matches = Matcher(ref, warped).refine_many(centres, centres, size, iters=2, workers=1)
+    snrs = np.array(matches.snr, dtype=np.float64)
+    # a window measures shifts well within its own size; beyond, its peak
+    # is chance
+    moved_by = np.linalg.norm(np.asarray(matches.p_) - np.asarray(matches.p), axis=1)
+    good = (snrs >= WINDOW_SNR) & (moved_by <= size / 4)
+    return centres, matches, snrs, good, size
+
+
 def _refine(fixed, fmask, moving, mmask, t: Affine, model: str, max_iters: int = 8):
     """Spectral windows and robust fits from ``t`` until it settles.
 
@@ -305,28 +344,12 @@ def _refine(fixed, fmask, moving, mmask, t: Affine, model: str, max_iters: int =
     ffill = fill_masked(fixed, fmask)
     mfill = fill_masked(moving, mmask)
     best_snr = 0.0
-    snr = 0.0
-    kept = 0
-    residual = np.nan
     for it in range(1, max_iters + 1):
-        valid = fmask & _warp_mask(t, mmask, fixed.shape)
-        size = int(np.clip(min(h, w) // 3, 32, 160))
-        centres = _windows(valid, size)
-        while size > 24 and len(centres) < max(4, 2 * MIN_POINTS[model]):
-            size = int(size / 1.4)
-            centres = _windows(valid, size)
-        if not len(centres):
+        measured = _measure(ffill, fmask, mfill, mmask, t, model)
+        if measured is None:
             return None, best_snr
-        warped = np.asarray(t.apply(mfill, (0, 0, w, h), order=3))
-        warped = fill_masked(warped, valid)
-        ref = fill_masked(ffill, valid)
-        matches = Matcher(ref, warped).refine_many(centres, centres, size, iters=2, workers=1)
-        snrs = np.array(matches.snr, dtype=np.float64)
+        centres, matches, snrs, good, _ = measured
         best_snr = max(best_snr, float(snrs.max(initial=0.0)))
-        # a window measures shifts well within its own size; beyond, its
-        # peak is chance
-        moved_by = np.linalg.norm(np.asarray(matches.p_) - np.asarray(matches.p), axis=1)
-        good = (snrs >= WINDOW_SNR) & (moved_by <= size / 4)
         if not determined(centres[good], model):
             return None, best_snr
         p = np.asarray(matches.p)[good]
@@ -350,20 +373,49 @@ def _agreeing(model: str) -> int:
 
 def _best(fixed, fmask, moving, mmask, model: str):
     """Refine the two best candidates; if neither has enough windows that
-    agree, search every angle and refine its two best.  Returns the
-    refinement with the most agreeing windows and the best window SNR seen."""
-    best, best_snr = None, 0.0
+    agree, search every angle and refine its two best; if still none does,
+    fit all the pixels from each of those starts (:mod:`.direct`).
+
+    Returns (transform, snr, windows, residual, iterations) or None, and
+    the best window SNR seen."""
+    best, best_snr, starts = None, 0.0, []
     for search in (_coarse, _search):
         if search is _search and model == "translation":
             break
         for _, t0 in search(fixed, fmask, moving, mmask, model)[:2]:
+            starts.append(t0)
             found, snr = _refine(fixed, fmask, moving, mmask, t0, model)
             best_snr = max(best_snr, snr)
             if found is not None and (best is None or found[2] > best[2]):
                 best = found
             if best is not None and best[2] >= _agreeing(model):
                 return best, best_snr
-    return best, best_snr
+    direct = _direct(fixed, fmask, moving, mmask, starts, model)
+    return (direct if direct is not None else best), best_snr
+
+
+def _direct(fixed, fmask, moving, mmask, starts, model: str):
+    """The pixels' own fit from each start; the most significant one if it
+    stands clear of chance, else None."""
+    best, best_z = None, DIRECT_Z
+    for t0 in starts:
+        t, ncc, iters = refine_direct(fixed, fmask, moving, mmask, t0, model, _warp_mask)
+        valid = fmask & _warp_mask(t, mmask, fixed.shape)
+        # pixels 1 px apart in images smoothed by 1 px are not independent:
+        # count one per 4 x 4 px
+        z = ncc * np.sqrt(valid.sum() / 16.0)
+        if z > best_z:
+            best, best_z = (t, iters), z
+    if best is None:
+        return None
+    t, iters = best
+    measured = _measure(fill_masked(fixed, fmask), fmask, fill_masked(moving, mmask), mmask,
+                        t, model)
+    if measured is None:
+        return t, 0.0, 0, float("nan"), iters
+    _, _, snrs, good, _ = measured
+    snr = float(np.median(snrs[good] if good.any() else snrs))
+    return t, snr, int(good.sum()), float("nan"), iters
 
 
 def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any = None,
@@ -429,7 +481,7 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
         f_img = np.where(fmask, denoise_image(fill_masked(f_img, fmask), denoise), f_img)
         m_img = np.where(mmask, denoise_image(fill_masked(m_img, mmask), denoise), m_img)
     found, best_snr = _best(f_img, fmask, m_img, mmask, model)
-    if found is None or found[2] < _agreeing(model):
+    if found is None or (found[2] < _agreeing(model) and not np.isnan(found[3])):
         agree = found[2] if found is not None else 0
         raise NoOverlapError(
             f"Expected two images that share content. Found none: at best {agree} spectral "
@@ -442,7 +494,7 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
                       f"{SNR_THRESHOLD:g}; check the result by eye "
                       f"(Registration.difference()).", SpectralignWarning, stacklevel=2)
     t, snr, kept, residual, iters = found
-    valid = fmask & _warp_mask(t, mmask, f_img.shape)
+    valid = _overlap(t, fmask, mmask)
     h, w = f_img.shape
     warped = np.asarray(t.apply(m_img, (0, 0, w, h), order=3))
     a, b = f_img[valid].astype(np.float64), warped[valid].astype(np.float64)

@@ -1,0 +1,269 @@
+"""register(): two whole images with no prior, against known answers cut
+from the real images by exact (order-5 spline) resampling."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spectralign
+from spectralign import Affine, MaskError, NoOverlapError, register
+from spectralign.cli import main
+from spectralign.errors import ImageDimensionError
+from spectralign.registration.denoise import DENOISERS, denoise_image
+
+from conftest import shared
+
+
+def sample(src: np.ndarray, a: Affine, n: int) -> np.ndarray:
+    """out[y, x] = src at a((x, y)), order-5 spline."""
+    return ndi.affine_transform(src.astype(np.float64), a.linear[::-1, ::-1],
+                                offset=a.matrix[::-1, 2], output_shape=(n, n),
+                                order=5).astype(np.float32)
+
+
+def pair(src, truth: Affine, n: int, centre, rng=None, noise=0.0):
+    """fixed: the n px square about ``centre``; moving: what ``truth``
+    (moving -> fixed) says, so that moving(x) = fixed(truth(x))."""
+    at = Affine.translator(np.asarray(centre) - n / 2)
+    fixed, moving = sample(src, at, n), sample(src, at @ truth, n)
+    if noise:
+        rng = rng or np.random.default_rng(0)
+        fixed = fixed + rng.normal(0, noise, fixed.shape).astype(np.float32)
+        moving = moving + rng.normal(0, noise, moving.shape).astype(np.float32)
+    return fixed, moving
+
+
+def about_centre(lin: Affine, n: int, shift=(0.0, 0.0)) -> Affine:
+    c = Affine.translator((n / 2, n / 2))
+    return Affine.translator(shift) @ c @ lin @ c.inverse()
+
+
+def corner_error(est: Affine, truth: Affine, n: int) -> float:
+    c = np.array([[0, 0], [n, 0], [0, n], [n, n]], float)
+    return float(np.linalg.norm(est(c) - truth(c), axis=1).max())
+
+
+@pytest.fixture(scope="module")
+def sem(sem_texture):
+    return ndi.gaussian_filter(sem_texture.astype(np.float64), 0.8)
+
+
+@pytest.fixture(scope="module")
+def tem():
+    import imagecodecs
+
+    img = imagecodecs.imread(shared("sstem_stack", "0.png")).astype(np.float64) / 255
+    return ndi.gaussian_filter(img, 0.8)
+
+
+def test_rotation_and_shift_known_on_sem(sem):
+    truth = about_centre(Affine.rotator(np.radians(13.7)), 200, (3.3, -2.6))
+    fixed, moving = pair(sem, truth, 200, (700, 500))
+    reg = register(fixed, moving, model="rigid")
+    assert abs(np.degrees(reg.transform.angle()) - 13.7) < 0.02
+    assert corner_error(reg.transform, truth, 200) < 0.1
+    assert reg.snr > spectralign.registration.SNR_THRESHOLD
+    assert reg.windows >= 5 and reg.ncc > 0.95
+
+
+def test_half_turn_is_told_from_none(tem):
+    truth = about_centre(Affine.rotator(np.radians(171.0)), 160)
+    fixed, moving = pair(tem, truth, 160, (256, 256))
+    reg = register(fixed, moving, model="rigid")
+    assert abs(np.degrees(reg.transform.angle()) - 171.0) < 0.05
+    assert corner_error(reg.transform, truth, 160) < 0.2
+
+
+def test_similarity_finds_scale_and_a_partial_overlap(sem):
+    lin = Affine.rotator(np.radians(-6.0)) @ Affine.scaler(1.07)
+    truth = about_centre(lin, 256, (70.0, 25.0))  # about 65 % overlap
+    fixed, moving = pair(sem, truth, 256, (760, 520), noise=0.01)
+    reg = register(fixed, moving, model="similarity")
+    assert abs(reg.transform.magnification() - 1.07) < 1e-3
+    assert corner_error(reg.transform, truth, 256) < 0.3
+    assert 0.5 < reg.overlap < 0.8
+
+
+def test_affine_known_on_he(he_slide):
+    he = ndi.gaussian_filter(he_slide[200:1400, 200:1400].astype(np.float64), 0.8)
+    lin = Affine(np.array([[1.015, 0.012, 0], [-0.02, 0.985, 0]]))
+    truth = about_centre(Affine.rotator(np.radians(1.2)) @ lin, 256, (4.2, -3.1))
+    # a textured spot (the slide is half blank)
+    fixed, moving = pair(he, truth, 256, (430, 600))
+    reg = register(fixed, moving, model="affine")
+    assert corner_error(reg.transform, truth, 256) < 0.1
+
+
+def test_mask_keeps_a_static_block_out_of_the_match(tem):
+    """A bright static block in both images would pull a plain correlation
+    to zero shift; masked out, the subpixel shift is found."""
+    d = np.array([2.35, -1.6])
+    fixed, moving = pair(tem, Affine.translator(-d), 200, (256, 256))
+    block = np.zeros(fixed.shape, bool)
+    block[60:140, 40:200] = True
+    fixed[block] = moving[block] = 1.0
+    reg = register(fixed, moving, model="translation", fixed_mask=~block, moving_mask=~block)
+    assert np.abs(reg.transform.translation() + d).max() < 0.05
+    assert not reg.valid()[block].any()
+
+
+@settings(max_examples=6, deadline=None)
+@given(dx=st.floats(-20, 20), dy=st.floats(-20, 20))
+def test_translation_any_subpixel_shift(sem, dx, dy):
+    fixed, moving = pair(sem, Affine.translator((dx, dy)), 160, (400, 300))
+    reg = register(fixed, moving, model="translation")
+    assert np.abs(reg.transform.translation() - (dx, dy)).max() < 0.05
+
+
+def test_direct_fit_converges_from_a_near_start(sem):
+    """The all-pixels fallback alone: from 1.5 px and 0.5 deg off it lands
+    on the known affine."""
+    from spectralign.registration.direct import refine_direct
+    from spectralign.registration.register import _warp_mask
+
+    truth = about_centre(Affine(np.array([[1.01, 0.01, 0], [0.0, 0.99, 0]])), 192, (2.0, 1.0))
+    fixed, moving = pair(sem, truth, 192, (500, 500))
+    start = Affine.translator((1.5, -1.0)) @ about_centre(Affine.rotator(0.009), 192) @ truth
+    ok = np.ones(fixed.shape, bool)
+    t, ncc, _ = refine_direct(fixed, ok, moving, ok, start, "affine", _warp_mask)
+    assert corner_error(t, truth, 192) < 0.02
+    assert ncc > 0.99
+
+
+def test_warp_and_difference_show_the_result(sem):
+    truth = about_centre(Affine.rotator(np.radians(-4.0)), 160, (5.0, 2.0))
+    fixed, moving = pair(sem, truth, 160, (600, 400))
+    reg = register(fixed, moving, model="rigid")
+    warped = reg.warp()
+    diff = reg.difference()
+    assert warped.shape == diff.shape == fixed.shape
+    valid = reg.valid()
+    assert np.isnan(diff[~valid]).all() and np.isfinite(diff[valid]).all()
+    inner = ndi.binary_erosion(valid, iterations=3)
+    assert np.sqrt(np.nanmean(diff[inner] ** 2)) < 0.02 * fixed.std()
+    row = json.loads(json.dumps(reg.to_dict()))
+    assert row["model"] == "rigid" and abs(row["angle_deg"] + 4.0) < 0.02
+
+
+def test_gain_and_offset_do_not_matter(sem):
+    truth = about_centre(Affine.rotator(np.radians(7.0)), 160, (-3.0, 4.0))
+    fixed, moving = pair(sem, truth, 160, (500, 600))
+    reg = register(fixed, 3.0 * moving + 10.0, model="rigid")
+    assert corner_error(reg.transform, truth, 160) < 0.1
+    assert reg.difference(normalize=True)[reg.valid()].std() < 0.05 * fixed.std()
+
+
+def test_unrelated_images_raise_with_the_best_snr():
+    rng = np.random.default_rng(3)
+    a = ndi.gaussian_filter(rng.random((160, 160)), 2)
+    b = ndi.gaussian_filter(rng.random((160, 160)), 2)
+    with pytest.raises(NoOverlapError) as info:
+        register(a, b, model="rigid")
+    assert 0 <= info.value.best_snr < 20
+    assert "SNR" in str(info.value)
+
+
+def test_bad_inputs_are_named():
+    img = np.zeros((64, 64), np.float32)
+    with pytest.raises(ImageDimensionError, match="2-D"):
+        register(np.zeros((3, 64, 64)), img)
+    with pytest.raises(MaskError, match="shape"):
+        register(img, img, fixed_mask=np.ones((32, 32), bool))
+    with pytest.raises(MaskError, match="valid pixels"):
+        register(img, img, moving_mask=np.zeros((64, 64), bool))
+    with pytest.raises(ValueError, match="model"):
+        register(img, img, model="homography")
+
+
+@pytest.mark.parametrize("name", sorted(DENOISERS))
+def test_each_denoiser_keeps_the_image_and_lowers_noise(sem, name):
+    rng = np.random.default_rng(1)
+    clean = sem[300:428, 300:428].astype(np.float32)
+    noisy = clean + rng.normal(0, 0.1, clean.shape).astype(np.float32)
+    out = denoise_image(noisy, name)
+    assert out.shape == clean.shape
+    assert np.sqrt(np.mean((out - clean) ** 2)) < 0.8 * np.sqrt(np.mean((noisy - clean) ** 2))
+
+
+def test_denoise_option_and_unknown_name(sem):
+    truth = about_centre(Affine.rotator(np.radians(9.0)), 160)
+    fixed, moving = pair(sem, truth, 160, (500, 500), noise=0.1)
+    reg = register(fixed, moving, model="rigid", denoise="gaussian")
+    assert abs(np.degrees(reg.transform.angle()) - 9.0) < 0.1
+    with pytest.raises(ValueError, match="denoise"):
+        register(fixed, moving, denoise="wiener")
+
+
+# -- the command ------------------------------------------------------------
+
+def _write_pair(tmp_path, sem, k=0, name=("fixed", "moving")):
+    import tifffile
+
+    truth = about_centre(Affine.rotator(np.radians(5.0 + k)), 160, (2.0, -1.0))
+    fixed, moving = pair(sem, truth, 160, (500 + 60 * k, 500))
+    f, m = tmp_path / f"{name[0]}{k}.tif", tmp_path / f"{name[1]}{k}.tif"
+    tifffile.imwrite(f, fixed)
+    tifffile.imwrite(m, moving)
+    return f, m
+
+
+def test_cli_one_pair_writes_and_refuses_to_overwrite(tmp_path, sem, capsys):
+    f, m = _write_pair(tmp_path, sem)
+    out, diff, js = tmp_path / "w.tif", tmp_path / "d.png", tmp_path / "r.json"
+    argv = ["register", str(f), str(m), "-o", str(out), "--diff", str(diff), "--json", str(js),
+            "--model", "rigid"]
+    assert main(argv) == 0
+    assert "angle 5.0" in capsys.readouterr().out
+    import tifffile
+
+    assert tifffile.imread(out).shape == (160, 160) and diff.stat().st_size > 0
+    assert abs(json.loads(js.read_text())["angle_deg"] - 5.0) < 0.02
+    before = out.read_bytes()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--overwrite" in err
+    assert out.read_bytes() == before
+    assert main(argv + ["--overwrite"]) == 0
+
+
+def test_cli_batch_pairs_two_folders(tmp_path, sem, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for k in range(3):
+        _write_pair(tmp_path, sem, k, ("a/f", "b/m"))
+    table = tmp_path / "t.csv"
+    argv = ["register", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "w"),
+            "--table", str(table), "--model", "rigid", "-q"]
+    assert main(argv) == 0
+    import csv
+
+    rows = list(csv.DictReader(table.open()))
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert [round(float(r["angle_deg"]), 1) for r in rows] == [5.0, 6.0, 7.0]
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["m0.tif", "m1.tif", "m2.tif"]
+
+
+def test_cli_bad_input_is_one_line(tmp_path, sem, capsys):
+    f, _ = _write_pair(tmp_path, sem)
+    assert main(["register", str(f), str(tmp_path / "none.tif")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.tif" in err
+    (tmp_path / "a").mkdir()
+    assert main(["register", str(tmp_path / "a"), str(f)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_noise_sigma_reads_white_noise_on_blurred_content(sem):
+    from spectralign.registration.denoise import noise_sigma
+
+    rng = np.random.default_rng(2)
+    clean = sem[:256, :256]
+    for sigma in (0.03, 0.05, 0.1):
+        assert noise_sigma(clean + rng.normal(0, sigma, clean.shape)) == pytest.approx(sigma, rel=0.15)
