@@ -64,7 +64,8 @@ def _step(model: str, d: np.ndarray, centre: np.ndarray, scale: float) -> Affine
 
 def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                   mmask: np.ndarray, t: Affine, model: str, warp_mask,
-                  max_iters: int = 40) -> tuple[Affine, float, int]:
+                  max_iters: int = 40, levels: tuple[float, ...] = LEVELS,
+                  tol: float = 1e-3) -> tuple[Affine, float, int]:
     """Gauss-Newton on all valid pixels from ``t`` (moving -> fixed).
 
     Returns the transform, the correlation coefficient of the band-passed
@@ -76,7 +77,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
     total, ncc = 0, 0.0
     whole = np.ones(moving.shape, bool)
     gain = 1.0
-    for sigma in LEVELS:
+    for sigma in levels:
         fs, ms = _bandpass(ffill, sigma), _bandpass(mfill, sigma)
         # the pixels compared stay the same through a level (an overlap
         # that changed with every step would jitter the solution)
@@ -117,7 +118,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
             t = new
             if moved > 0.5 * max(h, w):
                 return t, 0.0, total  # running away: not a basin
-            if moved < 1e-3:
+            if moved < tol:
                 break
         a, b = fv[inside] - fv[inside].mean(), mv[inside] - mv[inside].mean()
         den = np.sqrt((a * a).sum() * (b * b).sum())
