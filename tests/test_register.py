@@ -267,3 +267,14 @@ def test_noise_sigma_reads_white_noise_on_blurred_content(sem):
     clean = sem[:256, :256]
     for sigma in (0.03, 0.05, 0.1):
         assert noise_sigma(clean + rng.normal(0, sigma, clean.shape)) == pytest.approx(sigma, rel=0.15)
+
+
+def test_readme_register_example_runs(capsys):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Registering two whole images", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("-30.00 deg, scale 0.9091") and out[1] == "True"
