@@ -31,7 +31,7 @@ def _bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
     """Detail between ``sigma`` and 8 ``sigma``: no pixel noise, no shading."""
     img = img.astype(np.float64)
     return (scipy.ndimage.gaussian_filter(img, sigma)
-            - scipy.ndimage.gaussian_filter(img, 8 * sigma))
+            - scipy.ndimage.gaussian_filter(img, 8 * sigma, truncate=3.0))
 
 
 def _basis(model: str, xn: np.ndarray, yn: np.ndarray) -> list[tuple]:
@@ -69,12 +69,13 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
     """Gauss-Newton on all valid pixels from ``t`` (moving -> fixed).
 
     Returns the transform, the correlation coefficient of the band-passed
-    images over the final overlap, and the iterations taken."""
+    images over the final overlap, the iterations taken, and the
+    coefficient at ``t`` on the first level's pixels."""
     h, w = fixed.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
     yy, xx = np.mgrid[:h, :w].astype(np.float64)
     ffill, mfill = fill_masked(fixed, fmask), fill_masked(moving, mmask)
-    total, ncc = 0, 0.0
+    total, ncc, first = 0, 0.0, None
     whole = np.ones(moving.shape, bool)
     gain = 1.0
     for sigma in levels:
@@ -84,7 +85,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         valid = fmask & warp_mask(t, mmask, fixed.shape)
         valid = scipy.ndimage.binary_erosion(valid, iterations=2 + int(EDGE * sigma))
         if valid.sum() < 64:
-            return t, 0.0, total
+            return t, 0.0, total, first or 0.0
         x, y = xx[valid], yy[valid]
         centre = np.array([x.mean(), y.mean()])
         scale = max(float(np.ptp(x)), float(np.ptp(y)), 1.0) / 2
@@ -92,6 +93,8 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         fields = _basis(model, xn, yn)
         fv = fs[valid]
         fgy, fgx = np.gradient(fs)
+        if first is None:
+            first = _ncc(fv, np.asarray(t.apply(ms, (0, 0, w, h), order=3))[valid])
         for _ in range(max_iters):
             total += 1
             mw = np.asarray(t.apply(ms, (0, 0, w, h), order=3))
@@ -104,23 +107,27 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
             mv = mw[valid]
             inside = warp_mask(t, whole, fixed.shape)[valid]
             if inside.sum() < 64:
-                return t, 0.0, total
+                return t, 0.0, total, first or 0.0
             cols = [gxv * bx + gyv * by for bx, by in fields]
             design = np.stack(cols + [mv, np.ones_like(mv)], axis=1)
             z, *_ = np.linalg.lstsq(design[inside], fv[inside], rcond=None)
             gain = z[-2]
             if abs(gain) < 1e-12:
-                return t, 0.0, total
+                return t, 0.0, total, first or 0.0
             d = z[:-2] / gain
             step = _step(model, d, centre, scale)
             new = step.inverse() @ t
             moved = float(np.abs(new(corners) - t(corners)).max())
             t = new
             if moved > 0.5 * max(h, w):
-                return t, 0.0, total  # running away: not a basin
+                return t, 0.0, total, first or 0.0  # running away: not a basin
             if moved < tol:
                 break
-        a, b = fv[inside] - fv[inside].mean(), mv[inside] - mv[inside].mean()
-        den = np.sqrt((a * a).sum() * (b * b).sum())
-        ncc = float((a * b).sum() / den) if den > 0 else 0.0
-    return t, ncc, total
+        ncc = _ncc(fv[inside], mv[inside])
+    return t, ncc, total, first if first is not None else 0.0
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 0 else 0.0

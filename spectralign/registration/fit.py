@@ -66,6 +66,7 @@ def _consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray
     k = MIN_POINTS[model]
     heavy = np.argsort(-weights, kind="stable")[:top]
     best, best_score = np.ones(len(src), dtype=bool), -1.0
+    total = float(weights.sum())
     for combo in itertools.combinations(heavy, k):
         combo = list(combo)
         if not determined(src[combo], model):
@@ -75,6 +76,8 @@ def _consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray
         score = float(weights[inliers].sum())
         if score > best_score:
             best, best_score = inliers, score
+            if score >= 0.9 * total:
+                break  # nearly all agree: no set can do much better
     return best
 
 

@@ -36,7 +36,8 @@ def fill_masked(img: np.ndarray, mask: np.ndarray | None, sigma: float = 4.0) ->
 
 
 def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
-               moving_mask: np.ndarray, min_overlap: float) -> tuple[np.ndarray, np.ndarray]:
+               moving_mask: np.ndarray, min_overlap: float,
+               cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Correlation coefficient of the valid pixels at every shift.
 
     Returns
@@ -47,22 +48,31 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
         where fewer than ``min_overlap`` pixels are valid in both.
     count : same shape
         How many pixels are valid in both at each shift.
+
+    ``cache``, a dict kept between calls with the same fixed image and
+    mask, saves fixed's transforms.
     """
     h1, w1 = fixed.shape
     h2, w2 = moving.shape
     shape = (scipy.fft.next_fast_len(h1 + h2 - 1, real=True),
              scipy.fft.next_fast_len(w1 + w2 - 1, real=True))
-    m = fixed_mask.astype(np.float64)
     n = moving_mask.astype(np.float64)
-    f = np.where(fixed_mask, fixed, 0.0)
     g = np.where(moving_mask, moving, 0.0)
     # centre the values: the sums below subtract large, nearly equal numbers
-    f = np.where(fixed_mask, f - f[fixed_mask].mean(), 0.0)
     g = np.where(moving_mask, g - g[moving_mask].mean(), 0.0)
     rf = lambda a: scipy.fft.rfft2(a, shape, workers=-1)  # noqa: E731
     # correlation of a (fixed side) with b (moving side) at shift s:
-    # sum_x a(x + s) b(x) = irfft(A conj(B))
-    M, F, F2 = rf(m), rf(f), rf(f * f)
+    # sum_x a(x + s) b(x) = irfft(A conj(B)); fixed's side is the same for
+    # every moving of this size (``cache``)
+    if cache is not None and shape in cache:
+        M, F, F2 = cache[shape]
+    else:
+        m = fixed_mask.astype(np.float64)
+        f = np.where(fixed_mask, fixed, 0.0)
+        f = np.where(fixed_mask, f - f[fixed_mask].mean(), 0.0)
+        M, F, F2 = rf(m), rf(f), rf(f * f)
+        if cache is not None:
+            cache[shape] = (M, F, F2)
     N, G, G2 = (np.conj(rf(b)) for b in (n, g, g * g))
     back = lambda a: scipy.fft.irfft2(a, shape, workers=-1)  # noqa: E731
     count = np.round(back(M * N))

@@ -10,7 +10,7 @@ Three stages, each honouring both validity masks:
    and scaled, and the masked correlation coefficient over every shift
    (:mod:`~spectralign.registration.masked`, Padfield 2012) finds where it
    lies on fixed; the best correlation wins.  Stages 1 and 2 run on images
-   shrunk to about 200 px.
+   shrunk to about 128 px.
 3. **Refinement**: moving is resampled through the estimate into fixed's
    frame, spectral windows (:class:`~spectralign.Matcher`) across the
    overlap measure what is left, and a robust least-squares fit of the model
@@ -47,7 +47,7 @@ SNR_THRESHOLD = 6.0
 #: the chance matches among them).
 WINDOW_SNR = 4.0
 #: Stages 1 and 2 run on images shrunk to about this many pixels a side.
-COARSE_SIDE = 200
+COARSE_SIDE = 128
 #: The search of every angle runs on images shrunk to about this size.
 SEARCH_SIDE = 64
 #: Smallest overlap searched, as a fraction of the smaller image's valid area.
@@ -58,7 +58,7 @@ MIN_OVERLAP = 0.2
 #: sparse cells under heavy noise that do match, 40 and more).
 DIRECT_Z = 20.0
 #: Window passes before the pixels' fit finishes the estimate.
-REFINE_ITERS = 3
+REFINE_ITERS = 2
 #: Band-pass levels (px) of that finishing fit.
 POLISH_LEVELS = (1.0,)
 #: The same where an image is binary (two values).
@@ -224,7 +224,7 @@ def _bandpass(img: np.ndarray, mask: np.ndarray, fine: float = 2.0) -> np.ndarra
     off the true angle."""
     filled = fill_masked(img, mask).astype(np.float64)
     return (scipy.ndimage.gaussian_filter(filled, fine)
-            - scipy.ndimage.gaussian_filter(filled, 8 * fine)).astype(np.float32)
+            - scipy.ndimage.gaussian_filter(filled, 8 * fine, truncate=3.0)).astype(np.float32)
 
 
 def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, np.ndarray, np.ndarray]:
@@ -246,13 +246,13 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
     full-size transforms with their scores, best first."""
     bf = _bandpass(sf, sfm, fine)
     small = Affine.scaler(1.0 / f)
-    out = []
+    out, cache = [], {}
     for lin in linears:
         to_canvas, canvas, cmask = _turned(sm, smm, lin)
         if cmask.sum() < MIN_VALID // 4:
             continue
         need = MIN_OVERLAP * min(sfm.sum(), cmask.sum())
-        ncc, count = masked_ncc(bf, _bandpass(canvas, cmask, fine), sfm, cmask, need)
+        ncc, count = masked_ncc(bf, _bandpass(canvas, cmask, fine), sfm, cmask, need, cache)
         # a small overlap correlates well by chance: rank by significance,
         # the coefficient times the square root of the pixels behind it
         score = ncc * np.sqrt(count / sfm.sum())
@@ -406,9 +406,10 @@ def _best(fixed, fmask, moving, mmask, model: str):
 
 def _polish(fixed, fmask, moving, mmask, found, model: str):
     """The windows' estimate finished by all the pixels (one level, 1 px
-    band-pass): each window's peak carries its own noise; the whole overlap
-    averages it away.  Kept only where it stays within a pixel of the
-    windows (which are sure of their own estimate to about that)."""
+    band-pass): each window's peak carries its own noise, and windows on a
+    few patches of content leave an affine's far corners loose; the whole
+    overlap settles both.  Kept where the pixels agree better than at the
+    windows' estimate and it has not run off (a tenth of the image)."""
     t = found[0]
     h, w = fixed.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
@@ -416,9 +417,10 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     # smoothing moves them against a gray partner (measured: 0.09 px
     # median corner error at 1 px, 0.067 at 0.5 px)
     binary = any(len(np.unique(img[m][:100_000])) <= 2 for img, m in ((fixed, fmask), (moving, mmask)))
-    new, _, iters = refine_direct(fixed, fmask, moving, mmask, t, model, _warp_mask,
-                                  levels=BINARY_POLISH_LEVELS if binary else POLISH_LEVELS)
-    if float(np.abs(new(corners) - t(corners)).max()) > 1.0:
+    new, after, iters, before = refine_direct(
+        fixed, fmask, moving, mmask, t, model, _warp_mask,
+        levels=BINARY_POLISH_LEVELS if binary else POLISH_LEVELS)
+    if after < before or float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
         return found
     return (new,) + tuple(found[1:4]) + (found[4] + iters,)
 
@@ -428,7 +430,7 @@ def _direct(fixed, fmask, moving, mmask, starts, model: str):
     stands clear of chance, else None."""
     best, best_z = None, DIRECT_Z
     for t0 in starts:
-        t, ncc, iters = refine_direct(fixed, fmask, moving, mmask, t0, model, _warp_mask)
+        t, ncc, iters, _ = refine_direct(fixed, fmask, moving, mmask, t0, model, _warp_mask)
         valid = fmask & _warp_mask(t, mmask, fixed.shape)
         if valid.sum() < MIN_OVERLAP * min(fmask.sum(), mmask.sum()):
             continue
