@@ -17,11 +17,18 @@ masked
     256 px, a subpixel shift of up to 8 px, a static beam block (a disk on
     a bar to the edge, 15-40 % of the area, constant dark) in both; noise
     0.02.  Ours ``"translation"`` with both masks.
+denoise
+    the rotation task at 128 px under noise 0.1 and 0.2 and JPEG 30 and 10,
+    ours with each prefilter of ``register(denoise=...)``.
 noprior
     two 320 px crops overlapping by 50-90 % of their area, moving turned by
     +-10 deg and scaled 0.9-1.1; noise 0.03.  Error: RMS over a grid of
     points in the overlap; "within 2 px" uses the largest.  Ours
     ``"similarity"``.
+
+Spots are drawn again where less than a third of either crop's 32 px
+blocks show content (H&E and the fluorescence tile are half blank, and no
+method aligns two blank crops); the same pairs go to every method.
 
 Peers run in ``benchmarks/.peer-env`` (``register_peers.py``); their time
 and ours are per pair, wall clock, after a warm-up pair.
@@ -102,7 +109,7 @@ def make_rotation(src, rng, n, cond):
     moving = sample(src, Affine.translator(c) @ half @ truth, (n, n))
     full = np.ones((n, n), bool)
     return dict(f=noisy(fixed, rng, cond), m=noisy(moving, rng, cond), fm=full, mm=full,
-                truth=truth, angle=ang, n=n, clean=fixed)
+                truth=truth, angle=ang, n=n, clean=fixed, clean_m=moving)
 
 
 def make_affine(src, rng, n, binarize):
@@ -114,13 +121,14 @@ def make_affine(src, rng, n, binarize):
     truth = Affine.translator(rng.uniform(-0.03, 0.03, 2) * n) @ half.inverse() @ Affine(lin) @ half
     fixed = sample(src, Affine.translator(c) @ half, (n, n))
     moving = sample(src, Affine.translator(c) @ half @ truth, (n, n))
-    clean = fixed
+    clean, clean_m = fixed, moving
     fixed, moving = noisy(fixed, rng, "noise0.01"), noisy(moving, rng, "noise0.01")
     if binarize:
         from skimage.filters import threshold_otsu
         fixed = (fixed > threshold_otsu(fixed)).astype(np.float64)
     full = np.ones((n, n), bool)
-    return dict(f=fixed, m=moving, fm=full, mm=full, truth=truth, n=n, clean=clean)
+    return dict(f=fixed, m=moving, fm=full, mm=full, truth=truth, n=n, clean=clean,
+                clean_m=clean_m)
 
 
 def beam_block(rng, n):
@@ -145,12 +153,12 @@ def make_masked(src, rng, n):
     moving = sample(src, Affine.translator(c - d) @ half, (n, n))
     block = beam_block(rng, n)
     lo = float(min(fixed.min(), moving.min()))
-    clean = np.where(block, lo, fixed)
+    clean, clean_m = np.where(block, lo, fixed), np.where(block, lo, moving)
     fixed, moving = noisy(fixed, rng, "noise0.02"), noisy(moving, rng, "noise0.02")
     fixed[block] = lo
     moving[block] = lo
     return dict(f=fixed, m=moving, fm=~block, mm=~block, truth=Affine.translator(-d), n=n,
-                blocked=float(block.mean()), clean=clean)
+                blocked=float(block.mean()), clean=clean, clean_m=clean_m)
 
 
 def make_noprior(src, rng, n):
@@ -168,7 +176,7 @@ def make_noprior(src, rng, n):
     moving = sample(src, Affine.translator(c1) @ half @ truth, (n, n))
     full = np.ones((n, n), bool)
     return dict(f=noisy(fixed, rng, "noise0.03"), m=noisy(moving, rng, "noise0.03"),
-                fm=full, mm=full, truth=truth, n=n, overlap=o, clean=fixed)
+                fm=full, mm=full, truth=truth, n=n, overlap=o, clean=fixed, clean_m=moving)
 
 
 def content(img: np.ndarray, mask: np.ndarray) -> float:
@@ -183,7 +191,7 @@ def content(img: np.ndarray, mask: np.ndarray) -> float:
 def make_pairs(make, srcs, rng, count):
     """count pairs cycling through the sources, skipping those too small
     for the task (TEM sections for the 384 px affine, say), and drawing a
-    spot again where less than a third of the fixed crop shows content
+    spot again where less than a third of either crop shows content
     (H&E and fluorescence are half blank: no method can align two blank
     crops, and the same pairs go to every method)."""
     pairs, names = [], []
@@ -193,7 +201,7 @@ def make_pairs(make, srcs, rng, count):
             try:
                 for _ in range(100):
                     p = make(src, rng)
-                    if content(p["clean"], p["fm"]) >= 1 / 3:
+                    if min(content(p["clean"], p["fm"]), content(p["clean_m"], p["mm"])) >= 1 / 3:
                         break
             except ValueError:
                 continue
@@ -231,12 +239,13 @@ def run_peer(method, pairs):
         return [None if np.isnan(m).any() else Affine(m) for m in out["matrix"]], out["seconds"]
 
 
-def run_ours(model, pairs, masked=False):
+def run_ours(model, pairs, masked=False, denoise=None):
     first = pairs[0]
     spectralign.register(first["f"], first["m"], model)  # warm-up
     ests, secs = [], []
     for p in pairs:
         kw = dict(fixed_mask=p["fm"], moving_mask=p["mm"]) if masked else {}
+        kw["denoise"] = denoise
         t0 = time.perf_counter()
         try:
             est = spectralign.register(p["f"], p["m"], model, **kw).transform
@@ -275,13 +284,18 @@ TASKS = {
                "translation", ["skimage_masked", "ecc_translation_masked"], 0.5),
     "noprior": ([("overlap 50-90 %, +-10 deg, 0.9-1.1x", lambda s, r: make_noprior(s, r, 320))],
                 "similarity", ["sift_similarity"], 2.0),
+    # the prefilters of register(denoise=...), ours only
+    "denoise": ([(f"128 px {cond}", (lambda s, r, c=cond: make_rotation(s, r, 128, c)))
+                 for cond in ("noise0.1", "noise0.2", "jpeg30", "jpeg10")],
+                "rigid", [], 0.5),
 }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20 pairs per condition (100 otherwise)")
-    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--tasks", default=",".join(TASKS),
+                    help=f"comma-separated, of {', '.join(TASKS)} (default all)")
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args(argv)
     count = 20 if args.quick else 100
@@ -289,7 +303,7 @@ def main(argv=None):
     peers = PEER_PY.is_file()
     if not peers:
         print("peer environment missing (bash benchmarks/setup_peer_env.sh): ours only")
-    unit = {"rotation": "deg", "affine": "px", "masked": "px", "noprior": "px"}
+    unit = {"rotation": "deg", "affine": "px", "masked": "px", "noprior": "px", "denoise": "deg"}
     print(f"{'task':10} {'condition':34} {'method':24} {'within':>7} {'mean':>8} {'median':>8} "
           f"{'rms':>8} {'ms/pair':>8}")
     for task in args.tasks.split(","):
@@ -297,7 +311,13 @@ def main(argv=None):
         for k, (label, make) in enumerate(conditions):
             rng = np.random.default_rng([args.seed, list(TASKS).index(task), k])
             pairs, _ = make_pairs(make, srcs, rng, count)
-            runs = [(f"spectralign {model}", *run_ours(model, pairs, masked=task == "masked"))]
+            if task == "denoise":
+                from spectralign.registration.denoise import DENOISERS
+
+                runs = [(f"denoise={name}", *run_ours(model, pairs, denoise=name))
+                        for name in [None, *DENOISERS]]
+            else:
+                runs = [(f"spectralign {model}", *run_ours(model, pairs, masked=task == "masked"))]
             if peers:
                 runs += [(m, *run_peer(m, pairs)) for m in peer_methods]
             for name, ests, secs in runs:

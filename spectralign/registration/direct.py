@@ -34,6 +34,16 @@ def _bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
             - scipy.ndimage.gaussian_filter(img, 8 * sigma, truncate=3.0))
 
 
+def _resample(coef: np.ndarray, t: Affine, shape: tuple[int, int]) -> np.ndarray:
+    """Cubic-spline samples, at every pixel of a frame of ``shape``, of the
+    image whose spline coefficients are ``coef``, through ``t`` (image ->
+    frame); the coefficients are computed once a level, not once a step."""
+    inv = t.inverse()
+    return scipy.ndimage.affine_transform(coef, inv.linear[::-1, ::-1],
+                                          offset=inv.matrix[::-1, 2], output_shape=shape,
+                                          order=3, mode="mirror", prefilter=False)
+
+
 def _basis(model: str, xn: np.ndarray, yn: np.ndarray) -> list[tuple]:
     """Displacement fields ``(dx, dy)`` of the model's small changes, in
     coordinates centred on the overlap and scaled to about one."""
@@ -93,11 +103,12 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         fields = _basis(model, xn, yn)
         fv = fs[valid]
         fgy, fgx = np.gradient(fs)
+        coef = scipy.ndimage.spline_filter(ms, order=3, mode="mirror")
         if first is None:
-            first = _ncc(fv, np.asarray(t.apply(ms, (0, 0, w, h), order=3))[valid])
+            first = _ncc(fv, _resample(coef, t, (h, w))[valid])
         for _ in range(max_iters):
             total += 1
-            mw = np.asarray(t.apply(ms, (0, 0, w, h), order=3))
+            mw = _resample(coef, t, (h, w))
             gy, gx = np.gradient(mw)
             # the mean of both images' gradients (Benhimane and Malis 2004):
             # converges in fewer steps and halves the gradients' noise,

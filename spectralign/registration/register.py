@@ -33,7 +33,7 @@ from ..errors import ImageDimensionError, MaskError, NoOverlapError, Spectralign
 from ..io.image import Image
 from ..match.matcher import Matcher
 from .denoise import denoise_image
-from .direct import refine_direct
+from .direct import _resample, refine_direct
 from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
@@ -193,7 +193,19 @@ def _as_mask(mask: Any, shape: tuple[int, int], finite: np.ndarray, name: str) -
 # -- stages -------------------------------------------------------------------
 
 def _warp_mask(t: Affine, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Where ``mask`` (moving's) lands in a frame of ``shape`` through ``t``:
+    pixels whose bilinear sample is wholly valid."""
     h, w = shape
+    if mask.all():  # a whole image: where the inverse map lands inside it
+        inv = t.inverse()
+        a = inv.matrix
+        x = np.arange(w, dtype=np.float64)
+        y = np.arange(h, dtype=np.float64)[:, None]
+        mh, mw = mask.shape
+        u = a[0, 0] * x + (a[0, 1] * y + a[0, 2])
+        v = a[1, 0] * x + (a[1, 1] * y + a[1, 2])
+        eps = 1e-3
+        return (u >= -eps) & (u <= mw - 1 + eps) & (v >= -eps) & (v <= mh - 1 + eps)
     m = np.asarray(t.apply(mask.astype(np.float32), (0, 0, w, h), order=1, fill=0.0))
     return m > 0.999
 
@@ -317,9 +329,9 @@ def _windows(valid: np.ndarray, size: int) -> np.ndarray:
     return np.stack([x0[ok] + size / 2, y0[ok] + size / 2], axis=1).astype(np.float64)
 
 
-def _measure(ffill, fmask, mfill, mmask, t: Affine, model: str):
-    """Spectral windows across the overlap of fixed and moving resampled
-    through ``t``: their centres, matches, SNRs, which of them are fit to
+def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
+    """Spectral windows across the overlap of fixed and moving (its cubic
+    spline coefficients ``mcoef``) resampled through ``t``: their centres, matches, SNRs, which of them are fit to
     use, and their size; None where no window fits in the overlap."""
     h, w = ffill.shape
     valid = fmask & _warp_mask(t, mmask, ffill.shape)
@@ -330,8 +342,7 @@ def _measure(ffill, fmask, mfill, mmask, t: Affine, model: str):
         centres = _windows(valid, size)
     if not len(centres):
         return None
-    warped = np.asarray(t.apply(mfill, (0, 0, w, h), order=3))
-    warped = fill_masked(warped, valid)
+    warped = fill_masked(_resample(mcoef, t, (h, w)).astype(np.float32), valid)
     ref = fill_masked(ffill, valid)
     matches = Matcher(ref, warped).refine_many(centres, centres, size, iters=2, workers=1)
     snrs = np.array(matches.snr, dtype=np.float64)
@@ -350,10 +361,10 @@ def _refine(fixed, fmask, moving, mmask, t: Affine, model: str, max_iters: int =
     h, w = fixed.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
     ffill = fill_masked(fixed, fmask)
-    mfill = fill_masked(moving, mmask)
+    mcoef = scipy.ndimage.spline_filter(fill_masked(moving, mmask), order=3, mode="mirror")
     best_snr = 0.0
     for it in range(1, max_iters + 1):
-        measured = _measure(ffill, fmask, mfill, mmask, t, model)
+        measured = _measure(ffill, fmask, mcoef, mmask, t, model)
         if measured is None:
             return None, best_snr
         centres, matches, snrs, good, _ = measured
@@ -442,8 +453,8 @@ def _direct(fixed, fmask, moving, mmask, starts, model: str):
     if best is None:
         return None
     t, iters = best
-    measured = _measure(fill_masked(fixed, fmask), fmask, fill_masked(moving, mmask), mmask,
-                        t, model)
+    mcoef = scipy.ndimage.spline_filter(fill_masked(moving, mmask), order=3, mode="mirror")
+    measured = _measure(fill_masked(fixed, fmask), fmask, mcoef, mmask, t, model)
     if measured is None:
         return t, 0.0, 0, float("nan"), iters
     _, _, snrs, good, _ = measured
