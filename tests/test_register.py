@@ -278,3 +278,14 @@ def test_readme_register_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("-30.00 deg, scale 0.9091") and out[1] == "True"
+
+
+@pytest.mark.parametrize("scale, angle", [(0.5, -35.0), (2.0, 150.0)])
+def test_scale_half_to_double_at_any_angle(tem, scale, angle):
+    """The ends of the documented range: moving shows the scene at half or
+    twice fixed's magnification, turned by an arbitrary angle."""
+    truth = about_centre(Affine.rotator(np.radians(angle)) @ Affine.scaler(scale), 256)
+    fixed, moving = pair(tem, truth, 256, (256, 256))
+    reg = register(fixed, moving, model="similarity")
+    assert reg.transform.magnification() == pytest.approx(scale, rel=1e-3)
+    assert corner_error(reg.transform, truth, 256) < 0.15

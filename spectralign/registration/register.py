@@ -1,6 +1,6 @@
 """register(): two whole images, no prior, to subpixel precision.
 
-Three stages, each honouring both validity masks:
+Four stages, each honouring both validity masks:
 
 1. **Rotation and scale** (not for ``model="translation"``): Fourier-Mellin
    on the magnitude spectra of the valid pixels
@@ -8,14 +8,21 @@ Three stages, each honouring both validity masks:
    angles, each known modulo 180 degrees.
 2. **Translation**: for each candidate and its half-turn, moving is turned
    and scaled, and the masked correlation coefficient over every shift
-   (:mod:`~spectralign.registration.masked`, Padfield 2012) finds where it
-   lies on fixed; the best correlation wins.  Stages 1 and 2 run on images
-   shrunk to about 128 px.
-3. **Refinement**: moving is resampled through the estimate into fixed's
+   (:mod:`~spectralign.registration.masked`, Padfield 2012), weighed by the
+   overlap behind it, finds where it lies on fixed.  Stages 1 and 2 run on
+   images shrunk to about 128 px; where neither of the two best candidates
+   refines, every angle is searched in steps of 4 degrees at 64 px.
+3. **Windows**: moving is resampled through the estimate into fixed's
    frame, spectral windows (:class:`~spectralign.Matcher`) across the
    overlap measure what is left, and a robust least-squares fit of the model
-   updates the estimate; repeated until it moves less than a thousandth of
-   a pixel.
+   (consensus, then trimming) updates the estimate, twice.  Enough windows
+   must agree, or the candidate is rejected.
+4. **Pixels**: Gauss-Newton on all the valid pixels (with gain and offset,
+   :mod:`~spectralign.registration.direct`) finishes the estimate to a
+   thousandth of a pixel, kept where the pixels agree better than at the
+   windows' estimate.  Where no candidate's windows agree (a few cells under
+   heavy noise), the same fit from each candidate decides, if the best
+   stands far clear of chance.
 """
 
 from __future__ import annotations
@@ -90,8 +97,9 @@ class Registration:
     windows : int
         Spectral windows in the final fit.
     residual : float
-        RMS distance (px) of those windows' matches from the fitted
-        transform.
+        RMS distance (px) of those windows' matches from the windows' fit;
+        NaN where the windows could not agree and all the pixels decided
+        (sparse content under heavy noise: :attr:`snr` then warns too).
     iterations : int
         Refinement steps taken.
     """
@@ -137,13 +145,15 @@ class Registration:
         return np.where(valid, fixed - warped, np.nan).astype(np.float32)
 
     def to_dict(self) -> dict:
-        """The numbers, for JSON or a table row."""
+        """The numbers, for JSON or a table row (``residual`` None where
+        NaN)."""
         return {"model": self.model, "matrix": self.transform.matrix.tolist(),
                 "angle_deg": float(np.degrees(self.transform.angle())),
                 "scale": self.transform.magnification(),
                 "shift": self.transform.translation().tolist(),
                 "snr": self.snr, "ncc": self.ncc, "overlap": self.overlap,
-                "windows": self.windows, "residual": self.residual,
+                "windows": self.windows,
+                "residual": self.residual if np.isfinite(self.residual) else None,
                 "iterations": self.iterations}
 
 
