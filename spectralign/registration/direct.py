@@ -121,7 +121,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                 return t, 0.0, total, first or 0.0
             cols = [gxv * bx + gyv * by for bx, by in fields]
             design = np.stack(cols + [mv, np.ones_like(mv)], axis=1)
-            z, *_ = np.linalg.lstsq(design[inside], fv[inside], rcond=None)
+            z = _solve(design[inside], fv[inside])
             gain = z[-2]
             if abs(gain) < 1e-12:
                 return t, 0.0, total, first or 0.0
@@ -136,6 +136,20 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                 break
         ncc = _ncc(fv[inside], mv[inside])
     return t, ncc, total, first if first is not None else 0.0
+
+
+def _solve(design: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least squares through the normal equations (a handful of unknowns
+    over many pixels: far cheaper than a factorization of the design),
+    columns scaled to one first."""
+    norm = np.sqrt(np.einsum("ij,ij->j", design, design))
+    norm[norm == 0] = 1.0
+    d = design / norm
+    try:
+        z = np.linalg.solve(d.T @ d, d.T @ values)
+    except np.linalg.LinAlgError:
+        z, *_ = np.linalg.lstsq(d, values, rcond=None)
+    return z / norm
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:

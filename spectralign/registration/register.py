@@ -27,6 +27,7 @@ Four stages, each honouring both validity masks:
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from os import PathLike
@@ -65,9 +66,11 @@ MIN_OVERLAP = 0.2
 #: sparse cells under heavy noise that do match, 40 and more).
 DIRECT_Z = 20.0
 #: Window passes before the pixels' fit finishes the estimate.
-REFINE_ITERS = 2
+REFINE_ITERS = 1
 #: Band-pass levels (px) of that finishing fit.
 POLISH_LEVELS = (1.0,)
+#: The finish stops when a step moves no corner by more than this (px).
+POLISH_TOL = 5e-3
 #: The same where an image is binary (two values).
 BINARY_POLISH_LEVELS = (0.5,)
 #: Fewest valid pixels a mask may leave.
@@ -290,19 +293,30 @@ def _factor(fixed, moving, side: int) -> int:
     return max(1, int(round(max(*fixed.shape, *moving.shape) / side)))
 
 
-def _coarse(fixed, fmask, moving, mmask, model: str) -> list[tuple[float, Affine]]:
-    """Candidate transforms (moving -> fixed), best first: Fourier-Mellin's
-    angles and scales, each turned both ways, placed by correlation."""
+def _coarse(fixed, fmask, moving, mmask, model: str):
+    """Candidate transforms (moving -> fixed) as ``(score, transform)``,
+    the two best: Fourier-Mellin's angles and scales, each turned both ways,
+    placed by correlation.  Lazily: the second angle is placed only when
+    the first one's best placement has been refined and failed."""
     f = _factor(fixed, moving, COARSE_SIDE)
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
     if model == "translation":
-        linears = [Affine()]
-    else:
-        cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
-        linears = [Affine.rotator(a + turn) @ Affine.scaler(s)
-                   for a, s, _ in cands for turn in (0.0, np.pi)]
-    return _placements(sf, sfm, sm, smm, linears, f, 2.0)
+        yield from _placements(sf, sfm, sm, smm, [Affine()], f, 2.0)[:2]
+        return
+    cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
+    batches = [[Affine.rotator(a + turn) @ Affine.scaler(sc) for turn in (0.0, np.pi)]
+               for a, sc, _ in cands]
+    if not batches:
+        return
+    first = _placements(sf, sfm, sm, smm, batches[0], f, 2.0)
+    if first:
+        yield first[0]
+    rest = first[1:] + [vt for lin in batches[1:]
+                        for vt in _placements(sf, sfm, sm, smm, lin, f, 2.0)]
+    rest.sort(key=lambda vt: -vt[0])
+    if rest:
+        yield rest[0]
 
 
 def _search(fixed, fmask, moving, mmask, model: str) -> list[tuple[float, Affine]]:
@@ -411,7 +425,7 @@ def _best(fixed, fmask, moving, mmask, model: str):
     for search in (_coarse, _search):
         if search is _search and model == "translation":
             break
-        for _, t0 in search(fixed, fmask, moving, mmask, model)[:2]:
+        for _, t0 in itertools.islice(search(fixed, fmask, moving, mmask, model), 2):
             starts.append(t0)
             found, snr = _refine(fixed, fmask, moving, mmask, t0, model, max_iters=REFINE_ITERS)
             if found is not None and found[2] >= _agreeing(model):
@@ -440,7 +454,7 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     binary = any(len(np.unique(img[m][:100_000])) <= 2 for img, m in ((fixed, fmask), (moving, mmask)))
     new, after, iters, before = refine_direct(
         fixed, fmask, moving, mmask, t, model, _warp_mask,
-        levels=BINARY_POLISH_LEVELS if binary else POLISH_LEVELS)
+        levels=BINARY_POLISH_LEVELS if binary else POLISH_LEVELS, tol=POLISH_TOL)
     if after < before or float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
         return found
     return (new,) + tuple(found[1:4]) + (found[4] + iters,)
