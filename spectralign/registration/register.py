@@ -15,7 +15,7 @@ Four stages, each honouring both validity masks:
 3. **Windows**: moving is resampled through the estimate into fixed's
    frame, spectral windows (:class:`~spectralign.Matcher`) across the
    overlap measure what is left, and a robust least-squares fit of the model
-   (consensus, then trimming) updates the estimate, twice.  Enough windows
+   (consensus, then trimming) updates the estimate.  Enough windows
    must agree, or the candidate is rejected.
 4. **Pixels**: Gauss-Newton on all the valid pixels (with gain and offset,
    :mod:`~spectralign.registration.direct`) finishes the estimate to a
