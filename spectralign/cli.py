@@ -282,8 +282,8 @@ many images each, paired in natural order (a2 before a10; masks, if
 given, serve every pair); -o is then a
 folder for the warped images (named after the moving ones), --diff a folder
 for the difference pictures, and --table a CSV (or .json) of every pair's
-transform and quality.  A pair with no overlap found is reported and
-skipped.
+transform and quality.  A pair with no overlap found, or an image that
+cannot be read as one, is reported in the table and skipped.
 
 Earlier outputs are refused before any work unless --overwrite is given.
 Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
@@ -333,6 +333,14 @@ Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
                     raise
                 failed += 1
                 row.update(status="no overlap", best_snr=exc.best_snr)
+                rows.append(row)
+                continue
+            except SpectralignError as exc:  # one unreadable pair must not stop a batch
+                if not batch:
+                    raise
+                failed += 1
+                row.update(status=f"error: {exc}")
+                bar.write(f"spectralign: {Path(m).name}: {exc}", file=sys.stderr)
                 rows.append(row)
                 continue
         for w in caught:

@@ -4,7 +4,6 @@ from the real images by exact (order-5 spline) resampling."""
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pytest
@@ -289,3 +288,22 @@ def test_scale_half_to_double_at_any_angle(tem, scale, angle):
     reg = register(fixed, moving, model="similarity")
     assert reg.transform.magnification() == pytest.approx(scale, rel=1e-3)
     assert corner_error(reg.transform, truth, 256) < 0.15
+
+
+def test_cli_batch_goes_on_past_a_bad_pair(tmp_path, sem, capsys):
+    import csv
+
+    import tifffile
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _write_pair(tmp_path, sem, 0, ("a/f", "b/m"))
+    tifffile.imwrite(tmp_path / "a" / "f1.tif", np.zeros((2, 3, 64, 64), np.float32),
+                     photometric="minisblack")
+    tifffile.imwrite(tmp_path / "b" / "m1.tif", np.zeros((64, 64), np.float32))
+    table = tmp_path / "t.csv"
+    argv = ["register", str(tmp_path / "a"), str(tmp_path / "b"), "--table", str(table),
+            "--model", "rigid", "-q"]
+    assert main(argv) == 1
+    rows = list(csv.DictReader(table.open()))
+    assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("error")
