@@ -307,3 +307,19 @@ def test_cli_batch_goes_on_past_a_bad_pair(tmp_path, sem, capsys):
     assert main(argv) == 1
     rows = list(csv.DictReader(table.open()))
     assert rows[0]["status"] == "ok" and rows[1]["status"].startswith("error")
+
+
+def test_a_big_image_is_finished_on_block_means(sem):
+    """Over a million pixels the finish runs on 2 x 2 block means; the
+    transform must come back to the full frame exactly (a half-pixel slip
+    in that conversion would show here)."""
+    import importlib
+
+    reg_module = importlib.import_module("spectralign.registration.register")
+
+    big = ndi.zoom(sem[:700, :700], 1.6, order=3)
+    truth = about_centre(Affine.rotator(np.radians(30.0)), 1040, (6.3, -4.1))
+    fixed, moving = pair(big, truth, 1040, (560, 560))
+    assert fixed.size > reg_module.POLISH_PIXELS
+    reg = register(fixed, moving, model="rigid")
+    assert corner_error(reg.transform, truth, 1040) < 0.02

@@ -69,6 +69,11 @@ DIRECT_Z = 20.0
 REFINE_ITERS = 1
 #: Band-pass levels (px) of that finishing fit.
 POLISH_LEVELS = (1.0,)
+#: Images with more pixels are finished on block means (a million pixels
+#: pin a transform far below the windows' noise already).
+POLISH_PIXELS = 1_000_000
+#: Windows a side, at most.
+MAX_WINDOWS_SIDE = 8
 #: The finish stops when a step moves no corner by more than this (px).
 POLISH_TOL = 5e-3
 #: The same where an image is binary (two values).
@@ -333,15 +338,18 @@ def _search(fixed, fmask, moving, mmask, model: str) -> list[tuple[float, Affine
 
 
 def _windows(valid: np.ndarray, size: int) -> np.ndarray:
-    """Centres ``(x, y)`` of ``size`` windows at half-window steps whose
-    pixels are at least 90 % valid."""
+    """Centres ``(x, y)`` of ``size`` windows at half-window steps (at most
+    :data:`MAX_WINDOWS_SIDE` a side) whose pixels are at least 90 % valid."""
     h, w = valid.shape
     if size > min(h, w):
         return np.zeros((0, 2))
     integral = np.pad(valid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    step = max(4, size // 2)
-    xs = np.arange(0, w - size + 1, step)
-    ys = np.arange(0, h - size + 1, step)
+    # half-window steps, but no more than MAX_WINDOWS_SIDE a side: big
+    # images need no more windows to pin a transform, only more time
+    sx = max(4, size // 2, -(-(w - size) // (MAX_WINDOWS_SIDE - 1)))
+    sy = max(4, size // 2, -(-(h - size) // (MAX_WINDOWS_SIDE - 1)))
+    xs = np.arange(0, w - size + 1, sx)
+    ys = np.arange(0, h - size + 1, sy)
     # spread the leftover margin evenly
     xs = xs + (w - size - xs[-1]) // 2
     ys = ys + (h - size - ys[-1]) // 2
@@ -452,9 +460,17 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     # smoothing moves them against a gray partner (measured: 0.09 px
     # median corner error at 1 px, 0.067 at 0.5 px)
     binary = any(len(np.unique(img[m][:100_000])) <= 2 for img, m in ((fixed, fmask), (moving, mmask)))
+    levels = BINARY_POLISH_LEVELS if binary else POLISH_LEVELS
+    # a big image is finished on block means of f x f pixels (pixel (i, j)
+    # of the shrunk image sits at f i + (f - 1) / 2 of the full one)
+    f = int(np.ceil(np.sqrt(max(fixed.size, moving.size) / POLISH_PIXELS)))
+    to_small = Affine(np.array([[1 / f, 0, -(f - 1) / (2 * f)], [0, 1 / f, -(f - 1) / (2 * f)]]))
+    sf, sfm = _shrink(fixed, fmask, f)
+    sm, smm = _shrink(moving, mmask, f)
     new, after, iters, before = refine_direct(
-        fixed, fmask, moving, mmask, t, model, _warp_mask,
-        levels=BINARY_POLISH_LEVELS if binary else POLISH_LEVELS, tol=POLISH_TOL)
+        sf, sfm, sm, smm, to_small @ t @ to_small.inverse(), model, _warp_mask,
+        levels=levels, tol=POLISH_TOL / f)
+    new = to_small.inverse() @ new @ to_small
     if after < before or float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
         return found
     return (new,) + tuple(found[1:4]) + (found[4] + iters,)
