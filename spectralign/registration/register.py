@@ -74,10 +74,10 @@ POLISH_LEVELS = (1.0,)
 POLISH_PIXELS = 1_000_000
 #: Windows a side, at most.
 MAX_WINDOWS_SIDE = 8
-#: The finish stops when a step moves no corner by more than this (px).
-POLISH_TOL = 5e-3
 #: The same where an image is binary (two values).
 BINARY_POLISH_LEVELS = (0.5,)
+#: The finish stops when a step moves no corner by more than this (px).
+POLISH_TOL = 5e-3
 #: Fewest valid pixels a mask may leave.
 MIN_VALID = 256
 
@@ -93,9 +93,11 @@ class Registration:
     model : str
         The model fitted.
     snr : float
-        Median signal-to-noise ratio of the spectral windows' correlation
-        peaks at the last step.  Below :data:`SNR_THRESHOLD` (6) the result
-        is not to be trusted; unrelated images give 3 to 5.
+        Median signal-to-noise ratio of the correlation peaks of the
+        spectral windows that agreed on the transform.  Below
+        :data:`SNR_THRESHOLD` (6) the result is not to be trusted (a
+        :class:`~spectralign.errors.SpectralignWarning` says so); unrelated
+        images give 3 to 5.
     ncc : float
         Correlation coefficient of fixed and :meth:`warp` over the pixels
         valid in both: the pixels' own verdict (1: identical up to gain and
