@@ -323,3 +323,32 @@ def test_a_big_image_is_finished_on_block_means(sem):
     assert fixed.size > reg_module.POLISH_PIXELS
     reg = register(fixed, moving, model="rigid")
     assert corner_error(reg.transform, truth, 1040) < 0.02
+
+
+@pytest.mark.parametrize("noise, seed", [(0.3, 0), (0.8, 1), (1.2, 0), (1.2, 2)])
+def test_noise_degrades_honestly(sem, noise, seed):
+    """As white noise rises past the texture's own contrast the result may
+    grow less precise, but never silently: a result without a warning is
+    within 0.15 px, and where the SNR falls below the threshold a warning
+    says so (or NoOverlapError is raised)."""
+    from spectralign.errors import SpectralignWarning
+
+    rng = np.random.default_rng(seed)
+    truth = about_centre(Affine.rotator(np.radians(rng.uniform(-20, 20))), 128,
+                         rng.uniform(-5, 5, 2))
+    fixed, moving = pair(sem, truth, 128, (300 + 150 * seed, 500), rng=rng,
+                         noise=noise * sem.std())
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            reg = register(fixed, moving, model="rigid")
+        except NoOverlapError:
+            return
+    warned = any(issubclass(w.category, SpectralignWarning) for w in caught)
+    assert warned == (reg.snr < spectralign.registration.SNR_THRESHOLD)
+    if not warned:
+        assert corner_error(reg.transform, truth, 128) < 0.15
+    else:
+        assert corner_error(reg.transform, truth, 128) < 1.0
