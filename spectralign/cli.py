@@ -13,7 +13,7 @@ import numpy as np
 
 from . import __version__
 from .datasets import stitch2d_grid
-from .errors import NoOverlapError, SpectralignError, StoreExistsError
+from .errors import NoOverlapError, OutputFormatError, SpectralignError, StoreExistsError
 from .match.matcher import Matcher
 from .place.placement import Placement
 from .render.renderer import Renderer
@@ -300,6 +300,15 @@ Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
         name = Path(m).stem
         targets.append((out / (name + ".tif") if batch and out else out,
                         diff / (name + ".diff.png") if batch and diff else diff))
+    # every output's format checked before any work
+    checks = [(args.json, "--json", (".json",)), (args.table, "--table", (".csv", ".json"))]
+    if not batch:
+        checks += [(args.output, "-o", (".tif", ".tiff", ".png")),
+                   (args.diff, "--diff", (".png", ".tif", ".tiff"))]
+    for path, what, kinds in checks:
+        if path and Path(path).suffix.lower() not in kinds:
+            raise OutputFormatError(f"Expected {what} ending in {' or '.join(kinds)}. "
+                                    f"Got {path!r} instead.")
     written = [p for pair in targets for p in pair if p is not None]
     written += [Path(p) for p in (args.json, args.table) if p]
     if not args.overwrite:
@@ -309,14 +318,14 @@ Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
                 f"Expected new output paths. Got {', '.join(taken[:3])}"
                 f"{' and more' if len(taken) > 3 else ''}, which exist; pass --overwrite "
                 f"to replace them or choose other paths.")
-    if batch:
-        for folder in (out, diff):
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
     from .io.image import Image
 
     masks = {k: (np.asarray(Image(v)) > 0.5 if v else None)
              for k, v in (("fixed_mask", args.fixed_mask), ("moving_mask", args.moving_mask))}
+    if batch:
+        for folder in (out, diff):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
     rows, failed, warned = [], 0, 0
     from tqdm import tqdm
 

@@ -27,6 +27,7 @@ __all__ = [
     "LayoutError",
     "NoTilesError",
     "MaskError",
+    "OutputFormatError",
     "NoOverlapError",
     "SpectralignWarning",
 ]
@@ -154,3 +155,8 @@ class NoOverlapError(SpectralignError, ValueError):
     def __init__(self, message: str, best_snr: float = 0.0):
         super().__init__(message)
         self.best_snr = float(best_snr)
+
+
+class OutputFormatError(SpectralignError, ValueError):
+    """An output path whose ending names a format that cannot be written
+    there (the message lists those that can)."""

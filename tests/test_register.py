@@ -352,3 +352,12 @@ def test_noise_degrades_honestly(sem, noise, seed):
         assert corner_error(reg.transform, truth, 128) < 0.15
     else:
         assert corner_error(reg.transform, truth, 128) < 1.0
+
+
+def test_cli_refuses_an_unwritable_format_before_any_work(tmp_path, sem, capsys):
+    f, m = _write_pair(tmp_path, sem)
+    assert main(["register", str(f), str(m), "-o", str(tmp_path / "w.xyz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ".tif" in err and "w.xyz" in err
+    assert main(["register", str(f), str(m), "--table", str(tmp_path / "t.txt")]) == 2
+    assert not list(tmp_path.glob("w.*")) and not (tmp_path / "t.txt").exists()
