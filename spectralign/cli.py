@@ -492,7 +492,9 @@ def _parser() -> argparse.ArgumentParser:
                "--table transforms.csv")
     rg.add_argument("fixed", metavar="FIXED", help="the reference image, folder or pattern")
     rg.add_argument("moving", metavar="MOVING", help="the image to align, folder or pattern")
-    rg.add_argument("--model", choices=("translation", "rigid", "similarity", "affine"),
+    from .registration import DENOISERS, MODELS
+
+    rg.add_argument("--model", choices=MODELS,
                     default="affine", help="transform sought (default affine)")
     rg.add_argument("-o", "--output", default=None, metavar="WARPED",
                     help="write MOVING resampled into FIXED's frame (.tif or .png; a folder "
@@ -504,7 +506,7 @@ def _parser() -> argparse.ArgumentParser:
     rg.add_argument("--table", default=None, metavar="FILE.csv",
                     help="write every pair's transform and quality (CSV, or JSON by the name)")
     rg.add_argument("--denoise", default=None,
-                    choices=("gaussian", "median", "nlmeans", "tv", "bilateral"),
+                    choices=tuple(DENOISERS),
                     help="prefilter both images (see docs/benchmarks.md for when it helps)")
     rg.add_argument("--fixed-mask", default=None, metavar="MASK",
                     help="image file, white where FIXED's pixels are valid")

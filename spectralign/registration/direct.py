@@ -18,7 +18,7 @@ import scipy.ndimage
 from ..affine import Affine
 from .masked import fill_masked
 
-__all__ = ["refine_direct"]
+__all__ = ["refine_direct", "bandpass", "resample"]
 
 #: Smoothing (Gaussian sigma, px) of the successive levels.
 LEVELS = (2.0, 1.0)
@@ -27,14 +27,14 @@ LEVELS = (2.0, 1.0)
 EDGE = 8
 
 
-def _bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
+def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
     """Detail between ``sigma`` and 8 ``sigma``: no pixel noise, no shading."""
     img = img.astype(np.float64)
     return (scipy.ndimage.gaussian_filter(img, sigma)
             - scipy.ndimage.gaussian_filter(img, 8 * sigma, truncate=3.0))
 
 
-def _resample(coef: np.ndarray, t: Affine, shape: tuple[int, int]) -> np.ndarray:
+def resample(coef: np.ndarray, t: Affine, shape: tuple[int, int]) -> np.ndarray:
     """Cubic-spline samples, at every pixel of a frame of ``shape``, of the
     image whose spline coefficients are ``coef``, through ``t`` (image ->
     frame); the coefficients are computed once a level, not once a step."""
@@ -75,7 +75,7 @@ def _step(model: str, d: np.ndarray, centre: np.ndarray, scale: float) -> Affine
 def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                   mmask: np.ndarray, t: Affine, model: str, warp_mask,
                   max_iters: int = 40, levels: tuple[float, ...] = LEVELS,
-                  tol: float = 1e-3) -> tuple[Affine, float, int]:
+                  tol: float = 1e-3) -> tuple[Affine, float, int, float]:
     """Gauss-Newton on all valid pixels from ``t`` (moving -> fixed).
 
     Returns the transform, the correlation coefficient of the band-passed
@@ -89,7 +89,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
     whole = np.ones(moving.shape, bool)
     gain = 1.0
     for sigma in levels:
-        fs, ms = _bandpass(ffill, sigma), _bandpass(mfill, sigma)
+        fs, ms = bandpass(ffill, sigma), bandpass(mfill, sigma)
         # the pixels compared stay the same through a level (an overlap
         # that changed with every step would jitter the solution)
         valid = fmask & warp_mask(t, mmask, fixed.shape)
@@ -105,10 +105,10 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         fgy, fgx = np.gradient(fs)
         coef = scipy.ndimage.spline_filter(ms, order=3, mode="mirror")
         if first is None:
-            first = _ncc(fv, _resample(coef, t, (h, w))[valid])
+            first = _ncc(fv, resample(coef, t, (h, w))[valid])
         for _ in range(max_iters):
             total += 1
-            mw = _resample(coef, t, (h, w))
+            mw = resample(coef, t, (h, w))
             gy, gx = np.gradient(mw)
             # the mean of both images' gradients (Benhimane and Malis 2004):
             # converges in fewer steps and halves the gradients' noise,

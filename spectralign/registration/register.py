@@ -41,7 +41,7 @@ from ..errors import ImageDimensionError, MaskError, NoOverlapError, Spectralign
 from ..io.image import Image
 from ..match.matcher import Matcher
 from .denoise import denoise_image
-from .direct import _resample, refine_direct
+from .direct import bandpass, refine_direct, resample
 from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
@@ -251,12 +251,10 @@ def _shrink(img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.n
 
 
 def _bandpass(img: np.ndarray, mask: np.ndarray, fine: float = 2.0) -> np.ndarray:
-    """Detail between ``fine`` and 8 ``fine`` px: no noise at the pixel
-    scale, no shading, and broad enough to still correlate a few degrees
-    off the true angle."""
-    filled = fill_masked(img, mask).astype(np.float64)
-    return (scipy.ndimage.gaussian_filter(filled, fine)
-            - scipy.ndimage.gaussian_filter(filled, 8 * fine, truncate=3.0)).astype(np.float32)
+    """Detail between ``fine`` and 8 ``fine`` px of the valid pixels: no
+    noise at the pixel scale, no shading, and broad enough to still
+    correlate a few degrees off the true angle."""
+    return bandpass(fill_masked(img, mask), fine).astype(np.float32)
 
 
 def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, np.ndarray, np.ndarray]:
@@ -376,7 +374,7 @@ def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
         centres = _windows(valid, size)
     if not len(centres):
         return None
-    warped = fill_masked(_resample(mcoef, t, (h, w)).astype(np.float32), valid)
+    warped = fill_masked(resample(mcoef, t, (h, w)).astype(np.float32), valid)
     ref = fill_masked(ffill, valid)
     matches = Matcher(ref, warped).refine_many(centres, centres, size, iters=2, workers=1)
     snrs = np.array(matches.snr, dtype=np.float64)
@@ -387,15 +385,20 @@ def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
     return centres, matches, snrs, good, size
 
 
-def _refine(fixed, fmask, moving, mmask, t: Affine, model: str, max_iters: int = 8):
-    """Spectral windows and robust fits from ``t`` until it settles.
+def _spline(moving: np.ndarray, mmask: np.ndarray) -> np.ndarray:
+    """Cubic spline coefficients of moving (invalid pixels filled), for
+    :func:`~.direct.resample`."""
+    return scipy.ndimage.spline_filter(fill_masked(moving, mmask), order=3, mode="mirror")
+
+
+def _refine(ffill, fmask, mcoef, mmask, t: Affine, model: str, max_iters: int = 8):
+    """Spectral windows and robust fits from ``t`` until it settles (fixed
+    filled, ``ffill``; moving's spline coefficients, ``mcoef``).
 
     Returns (transform, snr, windows, residual, iterations), or None when no
     window could be matched (with the best SNR seen)."""
-    h, w = fixed.shape
+    h, w = ffill.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
-    ffill = fill_masked(fixed, fmask)
-    mcoef = scipy.ndimage.spline_filter(fill_masked(moving, mmask), order=3, mode="mirror")
     best_snr = 0.0
     for it in range(1, max_iters + 1):
         measured = _measure(ffill, fmask, mcoef, mmask, t, model)
@@ -432,12 +435,13 @@ def _best(fixed, fmask, moving, mmask, model: str):
     Returns (transform, snr, windows, residual, iterations) or None, and
     the best window SNR seen."""
     best, best_snr, starts = None, 0.0, []
+    ffill, mcoef = fill_masked(fixed, fmask), _spline(moving, mmask)
     for search in (_coarse, _search):
         if search is _search and model == "translation":
             break
         for _, t0 in itertools.islice(search(fixed, fmask, moving, mmask, model), 2):
             starts.append(t0)
-            found, snr = _refine(fixed, fmask, moving, mmask, t0, model, max_iters=REFINE_ITERS)
+            found, snr = _refine(ffill, fmask, mcoef, mmask, t0, model, max_iters=REFINE_ITERS)
             if found is not None and found[2] >= _agreeing(model):
                 found = _polish(fixed, fmask, moving, mmask, found, model)
             best_snr = max(best_snr, snr)
@@ -445,7 +449,7 @@ def _best(fixed, fmask, moving, mmask, model: str):
                 best = found
             if best is not None and best[2] >= _agreeing(model):
                 return best, best_snr
-    direct = _direct(fixed, fmask, moving, mmask, starts, model)
+    direct = _direct(fixed, fmask, moving, mmask, starts, model, ffill, mcoef)
     return (direct if direct is not None else best), best_snr
 
 
@@ -478,7 +482,7 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     return (new,) + tuple(found[1:4]) + (found[4] + iters,)
 
 
-def _direct(fixed, fmask, moving, mmask, starts, model: str):
+def _direct(fixed, fmask, moving, mmask, starts, model: str, ffill, mcoef):
     """The pixels' own fit from each start; the most significant one if it
     stands clear of chance, else None."""
     best, best_z = None, DIRECT_Z
@@ -495,8 +499,7 @@ def _direct(fixed, fmask, moving, mmask, starts, model: str):
     if best is None:
         return None
     t, iters = best
-    mcoef = scipy.ndimage.spline_filter(fill_masked(moving, mmask), order=3, mode="mirror")
-    measured = _measure(fill_masked(fixed, fmask), fmask, mcoef, mmask, t, model)
+    measured = _measure(ffill, fmask, mcoef, mmask, t, model)
     if measured is None:
         return t, 0.0, 0, float("nan"), iters
     _, _, snrs, good, _ = measured
