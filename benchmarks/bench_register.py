@@ -11,7 +11,9 @@ rotation
     range, or JPEG quality 30 (both images).  Ours ``model="rigid"``.
 affine
     384 px; rotation <= 2 deg, scales 0.97-1.03, shear <= 0.02, shift <= 3 %;
-    gray vs gray (noise 0.01) and Otsu-binarized fixed vs gray moving.
+    gray vs gray (noise 0.01), Otsu-binarized fixed vs gray moving, and gray
+    vs gray with moving vignetted off-centre (to 40-70 % at the far corner)
+    under another gain and offset.
     Error: the largest of the four corners' distances.  Ours ``"affine"``.
 masked
     256 px, a subpixel shift of up to 8 px, a static beam block (a disk on
@@ -114,7 +116,17 @@ def make_rotation(src, rng, n, cond):
                 truth=truth, angle=ang, n=n, clean=fixed, clean_m=moving)
 
 
-def make_affine(src, rng, n, binarize):
+def vignetted(img, rng):
+    """An off-centre vignette (down to 40-70 % at the far corner), a gain
+    and an offset: one image lit unlike the other."""
+    n = img.shape[0]
+    cx, cy = rng.uniform(0.2, 0.8, 2)
+    yy, xx = np.mgrid[:n, :n] / n
+    r2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / max(cx, 1 - cx, cy, 1 - cy) ** 2 / 2
+    return img * (1 - rng.uniform(0.3, 0.6) * r2) * rng.uniform(0.7, 1.4) + rng.uniform(-0.1, 0.1)
+
+
+def make_affine(src, rng, n, binarize, vignette=False):
     c = centre_in(src, rng, 0.7 * n)
     ang = np.radians(rng.uniform(-2, 2))
     lin = (Affine.rotator(ang).linear @ np.diag(rng.uniform(0.97, 1.03, 2))
@@ -125,6 +137,8 @@ def make_affine(src, rng, n, binarize):
     moving = sample(src, Affine.translator(c) @ half @ truth, (n, n))
     clean, clean_m = fixed, moving
     fixed, moving = noisy(fixed, rng, "noise0.01"), noisy(moving, rng, "noise0.01")
+    if vignette:
+        moving = vignetted(moving, rng)
     if binarize:
         from skimage.filters import threshold_otsu
         fixed = (fixed > threshold_otsu(fixed)).astype(np.float64)
@@ -280,7 +294,8 @@ TASKS = {
                   for n in (128, 256) for cond in ("clean", "noise0.1", "jpeg30")],
                  "rigid", ["sift_similarity", "ecc_euclidean", "skimage_fm"], 0.5),
     "affine": ([("gray vs gray", lambda s, r: make_affine(s, r, 384, False)),
-                ("binarized vs gray", lambda s, r: make_affine(s, r, 384, True))],
+                ("binarized vs gray", lambda s, r: make_affine(s, r, 384, True)),
+                ("gray vs vignetted gray", lambda s, r: make_affine(s, r, 384, False, True))],
                "affine", ["ecc_affine", "sift_affine"], 1.0),
     "masked": ([("beam block 15-40 %", lambda s, r: make_masked(s, r, 256))],
                "translation", ["skimage_masked", "ecc_translation_masked"], 0.5),

@@ -361,3 +361,17 @@ def test_cli_refuses_an_unwritable_format_before_any_work(tmp_path, sem, capsys)
     assert err.count("\n") == 1 and ".tif" in err and "w.xyz" in err
     assert main(["register", str(f), str(m), "--table", str(tmp_path / "t.txt")]) == 2
     assert not list(tmp_path.glob("w.*")) and not (tmp_path / "t.txt").exists()
+
+
+def test_vignetting_and_gain_on_one_image(he_slide):
+    """Moving lit unevenly (an off-centre vignette to half at a corner)
+    and with another gain and offset: the pixels' fit takes a gain that
+    varies across the image."""
+    he = ndi.gaussian_filter(he_slide[200:1400, 200:1400].astype(np.float64), 0.8)
+    lin = Affine(np.array([[1.01, -0.008, 0], [0.012, 0.992, 0]]))
+    truth = about_centre(Affine.rotator(np.radians(-1.5)) @ lin, 256, (-3.2, 2.7))
+    fixed, moving = pair(he, truth, 256, (430, 600))
+    yy, xx = np.mgrid[:256, :256] / 256.0
+    moving = moving * (1 - 0.5 * ((xx - 0.3) ** 2 + (yy - 0.3) ** 2)) * 1.3 + 0.05
+    reg = register(fixed, moving, model="affine")
+    assert corner_error(reg.transform, truth, 256) < 0.1

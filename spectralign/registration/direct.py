@@ -4,9 +4,10 @@ Where content is sparse (a few cells on a dark field) or drowned in noise,
 few spectral windows see anything and the windows cannot agree on a
 transform.  Every valid pixel still carries a little signal, so the fallback
 fits the model to all of them at once: Gauss-Newton on the intensities
-(Lucas and Kanade 1981, compositional form), with a gain and an offset
-fitted alongside so that images of different contrast (a binarized one
-against a gray one) still meet, on both images band-passed (a difference of
+(Lucas and Kanade 1981, compositional form), with a gain (a quadratic
+surface: vignetting, uneven light) and an offset fitted alongside so that
+images of different contrast (a binarized one against a gray one) still
+meet, on both images band-passed (a difference of
 Gaussians) first at 2 px, then at 1 px.
 """
 
@@ -28,10 +29,27 @@ EDGE = 8
 
 
 def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Detail between ``sigma`` and 8 ``sigma``: no pixel noise, no shading."""
-    img = img.astype(np.float64)
+    """Detail between ``sigma`` and 8 ``sigma``: no pixel noise, no shading.
+
+    A quadratic surface fitted to the image is taken off first: the
+    padding beyond the frame would otherwise fold shading (vignetting) into
+    a ridge along the edges, which the band-pass keeps."""
+    img = _detrend(img.astype(np.float64))
     return (scipy.ndimage.gaussian_filter(img, sigma)
             - scipy.ndimage.gaussian_filter(img, 8 * sigma, truncate=3.0))
+
+
+def _detrend(img: np.ndarray) -> np.ndarray:
+    """``img`` less its least-squares quadratic surface (fitted on every
+    fourth pixel each way)."""
+    h, w = img.shape
+    y, x = np.mgrid[:h, :w]
+    x = (x - w / 2) / max(w, 1)
+    y = (y - h / 2) / max(h, 1)
+    terms = [np.ones_like(x), x, y, x * x, x * y, y * y]
+    a = np.stack([t[::4, ::4].ravel() for t in terms], axis=1)
+    c, *_ = np.linalg.lstsq(a, img[::4, ::4].ravel(), rcond=None)
+    return img - sum(ci * t for ci, t in zip(c, terms))
 
 
 def resample(coef: np.ndarray, t: Affine, shape: tuple[int, int]) -> np.ndarray:
@@ -101,6 +119,9 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         scale = max(float(np.ptp(x)), float(np.ptp(y)), 1.0) / 2
         xn, yn = (x - centre[0]) / scale, (y - centre[1]) / scale
         fields = _basis(model, xn, yn)
+        shape = np.ones_like(xn)
+        surface = [shape, xn, yn, xn * xn, xn * yn, yn * yn]
+        gain = float(np.mean(gain))  # the pixels differ from the last level's
         fv = fs[valid]
         fgy, fgx = np.gradient(fs)
         coef = scipy.ndimage.spline_filter(ms, order=3, mode="mirror")
@@ -119,13 +140,19 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
             inside = warp_mask(t, whole, fixed.shape)[valid]
             if inside.sum() < 64:
                 return t, 0.0, total, first or 0.0
-            cols = [gxv * bx + gyv * by for bx, by in fields]
-            design = np.stack(cols + [mv, np.ones_like(mv)], axis=1)
+            # the gain may vary across the image (vignetting, uneven
+            # illumination): a quadratic surface g0 (1 + ...), of which the
+            # displacement's columns carry the shape found at the last step
+            cols = [(gxv * bx + gyv * by) * shape for bx, by in fields]
+            design = np.stack(cols + [mv * s for s in surface] + [np.ones_like(mv)], axis=1)
             z = _solve(design[inside], fv[inside])
-            gain = z[-2]
-            if abs(gain) < 1e-12:
+            k = len(fields)
+            g0 = z[k]
+            if abs(g0) < 1e-12:
                 return t, 0.0, total, first or 0.0
-            d = z[:-2] / gain
+            shape = sum(c * s for c, s in zip(z[k:-1], surface)) / g0
+            gain = g0 * shape
+            d = z[:k] / g0
             step = _step(model, d, centre, scale)
             new = step.inverse() @ t
             moved = float(np.abs(new(corners) - t(corners)).max())

@@ -58,6 +58,9 @@ WINDOW_SNR = 4.0
 COARSE_SIDE = 128
 #: The search of every angle runs on images shrunk to about this size.
 SEARCH_SIDE = 64
+#: Pixels within this many band-pass widths of an edge take no part in the
+#: candidates' correlation.
+EDGE_REACH = 2.0
 #: Smallest overlap searched, as a fraction of the smaller image's valid area.
 MIN_OVERLAP = 0.2
 #: Significance (correlation times the root of the independent pixels)
@@ -270,22 +273,32 @@ def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, 
     return to_canvas, canvas, cmask
 
 
+def _inner(mask: np.ndarray, reach: int) -> np.ndarray:
+    """``mask`` less ``reach`` px along its edges and the frame's."""
+    return scipy.ndimage.binary_erosion(mask, iterations=reach) if reach else mask
+
+
 def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[float, Affine]]:
     """Each linear map's best translation on the shrunk images (by masked
     correlation of their band-passed forms, weighed by the overlap), as
     full-size transforms with their scores, best first."""
     bf = _bandpass(sf, sfm, fine)
+    # the band-pass near an edge (of the frame or of the mask) answers to
+    # the padding, not to the scene; two edges lined up would correlate
+    reach = int(np.ceil(EDGE_REACH * fine))
+    fin = _inner(sfm, reach)
     small = Affine.scaler(1.0 / f)
     out, cache = [], {}
     for lin in linears:
         to_canvas, canvas, cmask = _turned(sm, smm, lin)
-        if cmask.sum() < MIN_VALID // 4:
+        cin = _inner(cmask, reach)
+        if cin.sum() < MIN_VALID // 4:
             continue
-        need = MIN_OVERLAP * min(sfm.sum(), cmask.sum())
-        ncc, count = masked_ncc(bf, _bandpass(canvas, cmask, fine), sfm, cmask, need, cache)
+        need = MIN_OVERLAP * min(fin.sum(), cin.sum())
+        ncc, count = masked_ncc(bf, _bandpass(canvas, cmask, fine), fin, cin, need, cache)
         # a small overlap correlates well by chance: rank by significance,
         # the coefficient times the square root of the pixels behind it
-        score = ncc * np.sqrt(count / sfm.sum())
+        score = ncc * np.sqrt(count / fin.sum())
         for shift, value in ncc_peaks(score, canvas.shape, k=1):
             # full-size moving -> shrunk moving -> canvas -> shrunk fixed -> fixed
             t = small.inverse() @ Affine.translator(shift) @ to_canvas @ small
