@@ -43,13 +43,13 @@ def _detrend(img: np.ndarray) -> np.ndarray:
     """``img`` less its least-squares quadratic surface (fitted on every
     fourth pixel each way)."""
     h, w = img.shape
-    y, x = np.mgrid[:h, :w]
-    x = (x - w / 2) / max(w, 1)
-    y = (y - h / 2) / max(h, 1)
-    terms = [np.ones_like(x), x, y, x * x, x * y, y * y]
-    a = np.stack([t[::4, ::4].ravel() for t in terms], axis=1)
+    x = ((np.arange(w) - w / 2) / max(w, 1))[None, :]
+    y = ((np.arange(h) - h / 2) / max(h, 1))[:, None]
+    xs, ys = np.broadcast_arrays(x[:, ::4], y[::4, :])
+    a = np.stack([np.ones(xs.size), xs.ravel(), ys.ravel(), xs.ravel() ** 2,
+                  (xs * ys).ravel(), ys.ravel() ** 2], axis=1)
     c, *_ = np.linalg.lstsq(a, img[::4, ::4].ravel(), rcond=None)
-    return img - sum(ci * t for ci, t in zip(c, terms))
+    return img - (c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y)
 
 
 def resample(coef: np.ndarray, t: Affine, shape: tuple[int, int]) -> np.ndarray:
