@@ -375,3 +375,68 @@ def test_vignetting_and_gain_on_one_image(he_slide):
     moving = moving * (1 - 0.5 * ((xx - 0.3) ** 2 + (yy - 0.3) ** 2)) * 1.3 + 0.05
     reg = register(fixed, moving, model="affine")
     assert corner_error(reg.transform, truth, 256) < 0.1
+
+
+# -- the compiled loops ---------------------------------------------------------
+
+def test_compiled_spline_sample_matches_scipy():
+    """The compiled cubic sampler gives SciPy's numbers wherever the taps
+    stay inside (past the edges both mirror, but differently)."""
+    from spectralign.registration.compiled import spline_sample
+
+    rng = np.random.default_rng(3)
+    img = ndi.gaussian_filter(rng.random((70, 90)), 1.5)
+    coef = ndi.spline_filter(img, order=3, mode="mirror")
+    t = Affine.rotator(0.3, (45, 35)) @ Affine.scaler(1.1)
+    inv = t.inverse()
+    out = np.empty((70, 90))
+    spline_sample(coef, np.ascontiguousarray(inv.matrix), out)
+    ref = ndi.affine_transform(coef, inv.linear[::-1, ::-1], offset=inv.matrix[::-1, 2],
+                               output_shape=out.shape, order=3, mode="mirror", prefilter=False)
+    yy, xx = np.mgrid[:70, :90]
+    u, v = inv.matrix[0, 0] * xx + inv.matrix[0, 1] * yy + inv.matrix[0, 2], \
+        inv.matrix[1, 0] * xx + inv.matrix[1, 1] * yy + inv.matrix[1, 2]
+    inside = (u >= 1) & (u <= 87) & (v >= 1) & (v <= 67)
+    assert inside.sum() > 2000
+    np.testing.assert_allclose(out[inside], ref[inside], atol=1e-12)
+
+
+@pytest.mark.parametrize("model", ["translation", "rigid", "similarity", "affine"])
+def test_compiled_gauss_newton_rows_match_numpy(model):
+    """Each row of the compiled design matrix: the model's fields times the
+    averaged gradients (moving's from the spline, checked by central
+    differences of SciPy's samples), then the gain surface, then one."""
+    from spectralign.registration.compiled import MODEL_CODES, gauss_newton_rows
+    from spectralign.registration.direct import _basis
+
+    rng = np.random.default_rng(4)
+    img = ndi.gaussian_filter(rng.random((60, 60)), 2.0)
+    coef = ndi.spline_filter(img, order=3, mode="mirror")
+    inv = Affine.rotator(0.05, (30, 30)) @ Affine.translator((0.3, -0.7))
+    x = rng.uniform(5, 55, 200)
+    y = rng.uniform(5, 55, 200)
+    x[0] = 70.0  # falls outside moving: a row of zeros
+    fv, fgx, fgy = rng.normal(size=(3, 200))
+    gain_c = np.array([1.2, 0.1, -0.05, 0.02, 0.0, 0.03])
+    k = len(_basis(model, np.zeros(1), np.zeros(1)))
+    design, sums = np.empty((200, k + 7)), np.empty(6)
+    gauss_newton_rows(coef, np.ascontiguousarray(inv.matrix), x, y, fgx, fgy, 30.0, 30.0, 25.0,
+                      MODEL_CODES[model], gain_c, 1.2, fv, design, sums)
+
+    def at(px, py):
+        u, v = inv((np.stack([px, py], 1)).astype(float)).T
+        return ndi.map_coordinates(coef, [v, u], order=3, mode="mirror", prefilter=False)
+
+    e = 1e-5
+    gx = (at(x + e, y) - at(x - e, y)) / (2 * e)
+    gy = (at(x, y + e) - at(x, y - e)) / (2 * e)
+    xn, yn = (x - 30) / 25, (y - 30) / 25
+    surface = [np.ones_like(xn), xn, yn, xn * xn, xn * yn, yn * yn]
+    gain = sum(c * s for c, s in zip(gain_c, surface))
+    ax, ay = 0.5 * (gx + fgx / gain) * gain / 1.2, 0.5 * (gy + fgy / gain) * gain / 1.2
+    m = at(x, y)
+    cols = [ax * bx + ay * by for bx, by in _basis(model, xn, yn)]
+    ref = np.stack(cols + [m * s for s in surface] + [np.ones_like(m)], axis=1)
+    np.testing.assert_array_equal(design[0], 0.0)
+    np.testing.assert_allclose(design[1:], ref[1:], rtol=1e-6, atol=1e-8)
+    assert sums[0] == 199 and np.isclose(sums[5], np.sum(fv[1:] * m[1:]))

@@ -56,10 +56,12 @@ def resample(coef: np.ndarray, t: Affine, shape: tuple[int, int]) -> np.ndarray:
     """Cubic-spline samples, at every pixel of a frame of ``shape``, of the
     image whose spline coefficients are ``coef``, through ``t`` (image ->
     frame); the coefficients are computed once a level, not once a step."""
-    inv = t.inverse()
-    return scipy.ndimage.affine_transform(coef, inv.linear[::-1, ::-1],
-                                          offset=inv.matrix[::-1, 2], output_shape=shape,
-                                          order=3, mode="mirror", prefilter=False)
+    from .compiled import spline_sample
+
+    out = np.empty(shape, dtype=np.float64)
+    spline_sample(np.ascontiguousarray(coef, dtype=np.float64),
+                  np.ascontiguousarray(t.inverse().matrix, dtype=np.float64), out)
+    return out
 
 
 def _basis(model: str, xn: np.ndarray, yn: np.ndarray) -> list[tuple]:
@@ -99,12 +101,16 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
     Returns the transform, the correlation coefficient of the band-passed
     images over the final overlap, the iterations taken, and the
     coefficient at ``t`` on the first level's pixels."""
+    from .compiled import MODEL_CODES, gauss_newton_rows
+
     h, w = fixed.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
-    yy, xx = np.mgrid[:h, :w].astype(np.float64)
     ffill, mfill = fill_masked(fixed, fmask), fill_masked(moving, mmask)
     total, ncc, first = 0, 0.0, None
-    whole = np.ones(moving.shape, bool)
+    code = MODEL_CODES[model]
+    k = len(_basis(model, np.zeros(1), np.zeros(1)))
+    n = k + 7
+    sums = np.empty(6)
     gain = 1.0
     for sigma in levels:
         fs, ms = bandpass(ffill, sigma), bandpass(mfill, sigma)
@@ -114,46 +120,37 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         valid = scipy.ndimage.binary_erosion(valid, iterations=2 + int(EDGE * sigma))
         if valid.sum() < 64:
             return t, 0.0, total, first or 0.0
-        x, y = xx[valid], yy[valid]
-        centre = np.array([x.mean(), y.mean()])
+        y, x = (a.astype(np.float64) for a in np.nonzero(valid))
+        cx, cy = x.mean(), y.mean()
+        centre = np.array([cx, cy])
         scale = max(float(np.ptp(x)), float(np.ptp(y)), 1.0) / 2
-        xn, yn = (x - centre[0]) / scale, (y - centre[1]) / scale
-        fields = _basis(model, xn, yn)
-        shape = np.ones_like(xn)
-        surface = [shape, xn, yn, xn * xn, xn * yn, yn * yn]
-        gain = float(np.mean(gain))  # the pixels differ from the last level's
+        # the gain starts flat at each level (the pixels differ from the
+        # last level's): a quadratic surface's coefficients
+        gain_c = np.array([float(np.mean(gain)), 0, 0, 0, 0, 0], dtype=np.float64)
+        g0 = gain_c[0]
         fv = fs[valid]
-        fgy, fgx = np.gradient(fs)
+        fgx, fgy = (a[valid] for a in _spline_gradient(fs))
         coef = scipy.ndimage.spline_filter(ms, order=3, mode="mirror")
-        if first is None:
-            first = _ncc(fv, resample(coef, t, (h, w))[valid])
+        design = np.empty((len(x), n))
         for _ in range(max_iters):
             total += 1
-            mw = resample(coef, t, (h, w))
-            gy, gx = np.gradient(mw)
-            # the mean of both images' gradients (Benhimane and Malis 2004):
-            # converges in fewer steps and halves the gradients' noise,
-            # which otherwise shortens every step
-            gxv = 0.5 * (gx[valid] + fgx[valid] / gain)
-            gyv = 0.5 * (gy[valid] + fgy[valid] / gain)
-            mv = mw[valid]
-            inside = warp_mask(t, whole, fixed.shape)[valid]
-            if inside.sum() < 64:
+            inv = np.ascontiguousarray(t.inverse().matrix, dtype=np.float64)
+            gauss_newton_rows(coef, inv, x, y, fgx, fgy, cx, cy, scale, code, gain_c, g0, fv,
+                              design, sums)
+            if first is None:
+                first = _ncc_sums(sums)
+            if sums[0] < 64:
                 return t, 0.0, total, first or 0.0
-            # the gain may vary across the image (vignetting, uneven
-            # illumination): a quadratic surface g0 (1 + ...), of which the
-            # displacement's columns carry the shape found at the last step
-            cols = [(gxv * bx + gyv * by) * shape for bx, by in fields]
-            design = np.stack(cols + [mv * s for s in surface] + [np.ones_like(mv)], axis=1)
-            z = _solve(design[inside], fv[inside])
-            k = len(fields)
+            z = _solve_normal(design.T @ design, design.T @ fv)
             g0 = z[k]
             if abs(g0) < 1e-12:
                 return t, 0.0, total, first or 0.0
-            shape = sum(c * s for c, s in zip(z[k:-1], surface)) / g0
-            gain = g0 * shape
-            d = z[:k] / g0
-            step = _step(model, d, centre, scale)
+            # the gain may vary across the image (vignetting, uneven
+            # illumination): a quadratic surface g0 (1 + ...) whose shape
+            # the next step's displacement columns carry
+            gain_c = z[k:k + 6].copy()
+            gain = g0
+            step = _step(model, z[:k] / g0, centre, scale)
             new = step.inverse() @ t
             moved = float(np.abs(new(corners) - t(corners)).max())
             t = new
@@ -161,25 +158,38 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                 return t, 0.0, total, first or 0.0  # running away: not a basin
             if moved < tol:
                 break
-        ncc = _ncc(fv[inside], mv[inside])
+        ncc = _ncc_sums(sums)
     return t, ncc, total, first if first is not None else 0.0
 
 
-def _solve(design: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Least squares through the normal equations (a handful of unknowns
-    over many pixels: far cheaper than a factorization of the design),
-    columns scaled to one first."""
-    norm = np.sqrt(np.einsum("ij,ij->j", design, design))
-    norm[norm == 0] = 1.0
-    d = design / norm
+def _spline_gradient(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The cubic spline's derivatives (d/dx, d/dy) of ``img`` at its pixels,
+    as the compiled sampler differentiates moving's."""
+    coef = scipy.ndimage.spline_filter(img, order=3, mode="mirror")
+    smooth, diff = np.array([1, 4, 1]) / 6.0, np.array([-0.5, 0.0, 0.5])
+    c1 = scipy.ndimage.correlate1d
+    gx = c1(c1(coef, diff, axis=1, mode="mirror"), smooth, axis=0, mode="mirror")
+    gy = c1(c1(coef, diff, axis=0, mode="mirror"), smooth, axis=1, mode="mirror")
+    return gx, gy
+
+
+def _solve_normal(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """The normal equations solved, scaled to a unit diagonal first."""
+    d = np.sqrt(np.diag(normal))
+    d[d == 0] = 1.0
+    scaled = normal / np.outer(d, d)
     try:
-        z = np.linalg.solve(d.T @ d, d.T @ values)
+        z = np.linalg.solve(scaled, rhs / d)
     except np.linalg.LinAlgError:
-        z, *_ = np.linalg.lstsq(d, values, rcond=None)
-    return z / norm
+        z = np.linalg.lstsq(scaled, rhs / d, rcond=None)[0]
+    return z / d
 
 
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / den) if den > 0 else 0.0
+def _ncc_sums(sums: np.ndarray) -> float:
+    """Correlation coefficient from count, sums, sums of squares and of
+    products."""
+    n, sf, sm, sff, smm, sfm = sums
+    if n < 2:
+        return 0.0
+    den = np.sqrt(max(sff - sf * sf / n, 0.0) * max(smm - sm * sm / n, 0.0))
+    return float((sfm - sf * sm / n) / den) if den > 0 else 0.0

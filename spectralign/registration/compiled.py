@@ -1,0 +1,165 @@
+"""The compiled loops of registration (numba).
+
+Cubic B-spline sampling through an affine map (the image's spline
+coefficients, mirrored at the edges as :func:`scipy.ndimage.spline_filter`
+with ``mode="mirror"`` makes them), and one Gauss-Newton step of
+:func:`~spectralign.registration.direct.refine_direct` fused into a single
+pass over the valid pixels: sample, differentiate, and add each pixel's row
+to the normal equations, where numpy would make a dozen full-size arrays.
+``tests/test_register.py`` checks both against SciPy and numpy.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["spline_sample", "gauss_newton_rows"]
+
+# reassociation lets the sums vectorize; no "nnan"/"ninf"
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+_jit = numba.njit(cache=True, nogil=True, fastmath=_FASTMATH, error_model="numpy")
+
+#: Codes of the models' displacement fields (``direct._basis``).
+MODEL_CODES = {"translation": 0, "rigid": 1, "similarity": 2, "affine": 3}
+
+
+@_jit
+def _mirror(i, n):  # pragma: no cover
+    if n == 1:
+        return 0
+    period = 2 * (n - 1)
+    i = abs(i) % period
+    return period - i if i > n - 1 else i
+
+
+@_jit
+def _index(i, n):  # pragma: no cover
+    return i if 0 <= i < n else _mirror(i, n)
+
+
+@_jit
+def _sample(coef, u, v):  # pragma: no cover
+    # value and derivatives (d/du, d/dv) of the cubic B-spline at (u, v):
+    # four taps a side, floor - 1 .. floor + 2, mirrored past the edges
+    h, w = coef.shape
+    fu = np.floor(u)
+    fv = np.floor(v)
+    t = u - fu
+    s = 1.0 - t
+    t2 = t * t
+    wx0, wx1 = s * s * s / 6.0, (3.0 * t2 * t - 6.0 * t2 + 4.0) / 6.0
+    wx2, wx3 = (-3.0 * t2 * t + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t2 * t / 6.0
+    dx0, dx1, dx2, dx3 = -0.5 * s * s, 1.5 * t2 - 2.0 * t, -1.5 * t2 + t + 0.5, 0.5 * t2
+    t = v - fv
+    s = 1.0 - t
+    t2 = t * t
+    wy0, wy1 = s * s * s / 6.0, (3.0 * t2 * t - 6.0 * t2 + 4.0) / 6.0
+    wy2, wy3 = (-3.0 * t2 * t + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t2 * t / 6.0
+    dy0, dy1, dy2, dy3 = -0.5 * s * s, 1.5 * t2 - 2.0 * t, -1.5 * t2 + t + 0.5, 0.5 * t2
+    x0 = int(fu) - 1
+    y0 = int(fv) - 1
+    if x0 >= 0 and x0 + 3 < w:
+        i0, i1, i2, i3 = x0, x0 + 1, x0 + 2, x0 + 3
+    else:
+        i0, i1, i2, i3 = _index(x0, w), _index(x0 + 1, w), _index(x0 + 2, w), _index(x0 + 3, w)
+    if y0 >= 0 and y0 + 3 < h:
+        j0, j1, j2, j3 = y0, y0 + 1, y0 + 2, y0 + 3
+    else:
+        j0, j1, j2, j3 = _index(y0, h), _index(y0 + 1, h), _index(y0 + 2, h), _index(y0 + 3, h)
+    r = coef[j0]
+    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
+    v0 = wx0 * a0 + wx1 * a1 + wx2 * a2 + wx3 * a3
+    d0 = dx0 * a0 + dx1 * a1 + dx2 * a2 + dx3 * a3
+    r = coef[j1]
+    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
+    v1 = wx0 * a0 + wx1 * a1 + wx2 * a2 + wx3 * a3
+    d1 = dx0 * a0 + dx1 * a1 + dx2 * a2 + dx3 * a3
+    r = coef[j2]
+    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
+    v2 = wx0 * a0 + wx1 * a1 + wx2 * a2 + wx3 * a3
+    d2 = dx0 * a0 + dx1 * a1 + dx2 * a2 + dx3 * a3
+    r = coef[j3]
+    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
+    v3 = wx0 * a0 + wx1 * a1 + wx2 * a2 + wx3 * a3
+    d3 = dx0 * a0 + dx1 * a1 + dx2 * a2 + dx3 * a3
+    val = wy0 * v0 + wy1 * v1 + wy2 * v2 + wy3 * v3
+    du = wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3
+    dv = dy0 * v0 + dy1 * v1 + dy2 * v2 + dy3 * v3
+    return val, du, dv
+
+
+@_jit
+def spline_sample(coef, inv, out):  # pragma: no cover
+    """``out[y, x]`` = the spline of ``coef`` at ``inv @ (x, y, 1)``."""
+    h, w = out.shape
+    for y in range(h):
+        for x in range(w):
+            u = inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]
+            v = inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]
+            out[y, x] = _sample(coef, u, v)[0]
+
+
+@_jit
+def gauss_newton_rows(coef, inv, xs, ys, fgx, fgy, centre_x, centre_y, scale, model, gain_c,
+                      g0, fv, design, sums):  # pragma: no cover
+    """One step's design matrix over the pixels ``(xs, ys)`` of fixed
+    (values ``fv``, gradients ``fgx``, ``fgy``) against moving's spline
+    ``coef`` through ``inv`` (fixed -> moving); a row per pixel.
+
+    Columns: the model's displacement fields (see ``direct._basis``) times
+    the averaged gradients (both images', fixed's divided by the gain
+    ``gain_c`` . surface), times the gain's shape (gain / ``g0``); then
+    moving's value times the six terms of a quadratic surface; then one.
+    Pixels whose sample falls outside moving get a row of zeros.  ``sums``
+    gets count, sum f, sum m, sum f f, sum m m, sum f m over the others."""
+    mh, mw = coef.shape
+    eps = 1e-3
+    k = (2, 3, 4, 6)[model]
+    sums[:] = 0.0
+    for i in range(xs.shape[0]):
+        x = xs[i]
+        y = ys[i]
+        u = inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]
+        v = inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]
+        row = design[i]
+        if u < -eps or u > mw - 1 + eps or v < -eps or v > mh - 1 + eps:
+            row[:] = 0.0
+            continue
+        m, du, dv = _sample(coef, u, v)
+        # moving's gradient in fixed's frame
+        gxm = du * inv[0, 0] + dv * inv[1, 0]
+        gym = du * inv[0, 1] + dv * inv[1, 1]
+        xn = (x - centre_x) / scale
+        yn = (y - centre_y) / scale
+        gain = (gain_c[0] + gain_c[1] * xn + gain_c[2] * yn + gain_c[3] * xn * xn
+                + gain_c[4] * xn * yn + gain_c[5] * yn * yn)
+        shape = gain / g0
+        gx = 0.5 * (gxm + fgx[i] / gain) * shape
+        gy = 0.5 * (gym + fgy[i] / gain) * shape
+        row[0] = gx
+        row[1] = gy
+        if model == 1:
+            row[2] = -gx * yn + gy * xn
+        elif model == 2:
+            row[2] = -gx * yn + gy * xn
+            row[3] = gx * xn + gy * yn
+        elif model == 3:
+            row[2] = gx * xn
+            row[3] = gx * yn
+            row[4] = gy * xn
+            row[5] = gy * yn
+        row[k] = m
+        row[k + 1] = m * xn
+        row[k + 2] = m * yn
+        row[k + 3] = m * xn * xn
+        row[k + 4] = m * xn * yn
+        row[k + 5] = m * yn * yn
+        row[k + 6] = 1.0
+        f = fv[i]
+        sums[0] += 1.0
+        sums[1] += f
+        sums[2] += m
+        sums[3] += f * f
+        sums[4] += m * m
+        sums[5] += f * m
