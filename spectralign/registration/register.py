@@ -9,8 +9,8 @@ Four stages, each honouring both validity masks:
 2. **Translation**: for each candidate and its half-turn, moving is turned
    and scaled, and the masked correlation coefficient over every shift
    (:mod:`~spectralign.registration.masked`, Padfield 2012), weighed by the
-   overlap behind it, finds where it lies on fixed.  Stages 1 and 2 run on
-   images shrunk to about 128 px; where neither of the two best candidates
+   overlap behind it, finds where it lies on fixed.  Stage 1 runs on
+   images shrunk to about 128 px, stage 2 to about 64 px; where neither of the two best candidates
    refines, every angle is searched in steps of 4 degrees at 64 px.
 3. **Windows**: moving is resampled through the estimate into fixed's
    frame, spectral windows (:class:`~spectralign.Matcher`) across the
@@ -56,6 +56,8 @@ SNR_THRESHOLD = 6.0
 WINDOW_SNR = 4.0
 #: Stages 1 and 2 run on images shrunk to about this many pixels a side.
 COARSE_SIDE = 128
+#: The candidates' placements run on images shrunk to about this size.
+PLACE_SIDE = 64
 #: The search of every angle runs on images shrunk to about this size.
 SEARCH_SIDE = 64
 #: Pixels within this many band-pass widths of an edge take no part in the
@@ -320,22 +322,27 @@ def _coarse(fixed, fmask, moving, mmask, model: str):
     the two best: Fourier-Mellin's angles and scales, each turned both ways,
     placed by correlation.  Lazily: the second angle is placed only when
     the first one's best placement has been refined and failed."""
+    # the placements' band-pass (2 to 16 px at COARSE_SIDE) holds nothing
+    # that images shrunk by another 2 lose: they run at PLACE_SIDE, 1 px
+    g = _factor(fixed, moving, PLACE_SIDE)
+    pf, pfm = _shrink(fixed, fmask, g)
+    pm, pmm = _shrink(moving, mmask, g)
+    if model == "translation":
+        yield from _placements(pf, pfm, pm, pmm, [Affine()], g, 1.0)[:2]
+        return
     f = _factor(fixed, moving, COARSE_SIDE)
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
-    if model == "translation":
-        yield from _placements(sf, sfm, sm, smm, [Affine()], f, 2.0)[:2]
-        return
     cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
     batches = [[Affine.rotator(a + turn) @ Affine.scaler(sc) for turn in (0.0, np.pi)]
                for a, sc, _ in cands]
     if not batches:
         return
-    first = _placements(sf, sfm, sm, smm, batches[0], f, 2.0)
+    first = _placements(pf, pfm, pm, pmm, batches[0], g, 1.0)
     if first:
         yield first[0]
     rest = first[1:] + [vt for lin in batches[1:]
-                        for vt in _placements(sf, sfm, sm, smm, lin, f, 2.0)]
+                        for vt in _placements(pf, pfm, pm, pmm, lin, g, 1.0)]
     rest.sort(key=lambda vt: -vt[0])
     if rest:
         yield rest[0]
