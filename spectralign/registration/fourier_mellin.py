@@ -11,6 +11,8 @@ so an angle is known modulo 180 degrees: the caller tries both.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import scipy.fft
 import scipy.ndimage
@@ -26,12 +28,15 @@ ANGLES = 360
 BAND = (0.02, 0.35)
 
 
+@lru_cache(maxsize=8)
 def _round_taper(n: int) -> np.ndarray:
     # a round window: a separable one leaks strong low frequencies along
     # the axes, a pattern at 0 and 90 degrees in both images alike
     y, x = np.ogrid[:n, :n]
     r = np.hypot((2 * x - n + 1) / n, (2 * y - n + 1) / n)
-    return np.where(r < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(r, 1)), 0.0)
+    taper = np.where(r < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(r, 1)), 0.0)
+    taper.flags.writeable = False  # shared between calls
+    return taper
 
 
 def _magnitude(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
@@ -44,20 +49,29 @@ def _magnitude(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     if not mask.all():
         taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float64), 3.0)
     a = (a - np.sum(a * taper) / np.sum(taper)) * taper
-    return np.abs(scipy.fft.fftshift(scipy.fft.fft2(a, (n, n), workers=-1)))
+    workers = -1 if n > 512 else 1  # threads pay off on big transforms only
+    return np.abs(scipy.fft.fftshift(scipy.fft.fft2(a, (n, n), workers=workers)))
 
 
-def _log_polar(spec: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    n = spec.shape[0]
+@lru_cache(maxsize=8)
+def _geometry(n: int, lo: float, nr: int, log_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """The log-polar grid's sample points on an ``n x n`` centred spectrum,
+    and the spectrum's pixels beyond 0.45 cycles/px."""
+    radii = lo * np.exp(np.arange(nr) * log_step)
     theta = np.arange(ANGLES) * (np.pi / ANGLES)
     r, t = np.meshgrid(radii, theta)  # (ANGLES, R)
-    rows = n // 2 + r * np.sin(t)
-    cols = n // 2 + r * np.cos(t)
-    lp = scipy.ndimage.map_coordinates(spec, [rows, cols], order=1, mode="constant")
+    points = np.stack([n // 2 + r * np.sin(t), n // 2 + r * np.cos(t)])
+    fy, fx = np.meshgrid(*(scipy.fft.fftshift(scipy.fft.fftfreq(n)),) * 2, indexing="ij")
+    far = np.hypot(fx, fy) > 0.45
+    points.flags.writeable = far.flags.writeable = False  # shared between calls
+    return points, far
+
+
+def _log_polar(spec: np.ndarray, points: np.ndarray, far: np.ndarray) -> np.ndarray:
+    lp = scipy.ndimage.map_coordinates(spec, points, order=1, mode="constant")
     # the noise floor: the spectrum's median beyond 0.45 cycles/px, where
     # optics leave nothing but the camera's white noise
-    fy, fx = np.meshgrid(*(scipy.fft.fftshift(scipy.fft.fftfreq(n)),) * 2, indexing="ij")
-    floor = float(np.median(spec[np.hypot(fx, fy) > 0.45]))
+    floor = float(np.median(spec[far]))
     level = lp.mean(axis=0, keepdims=True)
     # each ring's angular pattern relative to its level, weighed by how
     # much of the ring is signal rather than noise
@@ -80,9 +94,9 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     lo, hi = BAND[0] * n, BAND[1] * n
     nr = max(32, int(round(n / 2)))
     log_step = np.log(hi / lo) / (nr - 1)
-    radii = lo * np.exp(np.arange(nr) * log_step)
-    lp1 = _log_polar(_magnitude(fixed, fixed_mask, n), radii)
-    lp2 = _log_polar(_magnitude(moving, moving_mask, n), radii)
+    points, far = _geometry(n, lo, nr, log_step)
+    lp1 = _log_polar(_magnitude(fixed, fixed_mask, n), points, far)
+    lp2 = _log_polar(_magnitude(moving, moving_mask, n), points, far)
     # angle is periodic; radius is not: taper it and pad to twice its length
     taper = np.hanning(nr + 2)[1:-1]
     shape = (ANGLES, 2 * nr)

@@ -221,9 +221,11 @@ def _as_mask(mask: Any, shape: tuple[int, int], finite: np.ndarray, name: str) -
 
 # -- stages -------------------------------------------------------------------
 
-def _warp_mask(t: Affine, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _warp_mask(t: Affine, mask: np.ndarray, shape: tuple[int, int],
+               margin: int = 0) -> np.ndarray:
     """Where ``mask`` (moving's) lands in a frame of ``shape`` through ``t``:
-    pixels whose bilinear sample is wholly valid."""
+    pixels whose bilinear sample is wholly valid, ``margin`` px in from
+    moving's edges where ``mask`` is all valid."""
     h, w = shape
     if mask.all():  # a whole image: where the inverse map lands inside it
         inv = t.inverse()
@@ -233,8 +235,8 @@ def _warp_mask(t: Affine, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarra
         mh, mw = mask.shape
         u = a[0, 0] * x + (a[0, 1] * y + a[0, 2])
         v = a[1, 0] * x + (a[1, 1] * y + a[1, 2])
-        eps = 1e-3
-        return (u >= -eps) & (u <= mw - 1 + eps) & (v >= -eps) & (v <= mh - 1 + eps)
+        lo, du, dv = margin - 1e-3, mw - 1 - margin + 1e-3, mh - 1 - margin + 1e-3
+        return (u >= lo) & (u <= du) & (v >= lo) & (v <= dv)
     m = np.asarray(t.apply(mask.astype(np.float32), (0, 0, w, h), order=1, fill=0.0))
     return m > 0.999
 
@@ -242,6 +244,8 @@ def _warp_mask(t: Affine, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarra
 def _overlap(t: Affine, fmask: np.ndarray, mmask: np.ndarray) -> np.ndarray:
     """Where fixed and moving through ``t`` are both valid, 2 px in from
     moving's invalid pixels and edges."""
+    if mmask.all():
+        return fmask & _warp_mask(t, mmask, fmask.shape, margin=2)
     inner = scipy.ndimage.binary_erosion(np.pad(mmask, 1), iterations=2)[1:-1, 1:-1]
     return fmask & _warp_mask(t, inner, fmask.shape)
 
@@ -398,8 +402,7 @@ def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
         centres = _windows(valid, size)
     if not len(centres):
         return None
-    warped = fill_masked(resample(mcoef, t, (h, w)).astype(np.float32), valid)
-    ref = fill_masked(ffill, valid)
+    ref, warped = fill_masked([ffill, resample(mcoef, t, (h, w))], valid)
     matches = Matcher(ref, warped).refine_many(centres, centres, size, iters=2, workers=1)
     snrs = np.array(matches.snr, dtype=np.float64)
     # a window measures shifts well within its own size; beyond, its peak
@@ -489,7 +492,7 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     # a binarized image has no blur: its edges are all it tells, and any
     # smoothing moves them against a gray partner (measured: 0.09 px
     # median corner error at 1 px, 0.067 at 0.5 px)
-    bf, bm = (len(np.unique(img[m][:100_000])) <= 2 for img, m in ((fixed, fmask), (moving, mmask)))
+    bf, bm = _is_binary(fixed, fmask), _is_binary(moving, mmask)
     binary = bf or bm
     levels = BINARY_POLISH_LEVELS if binary else POLISH_LEVELS
     # one binarized, one gray: fixed = step(gray - level) is no gain and
@@ -514,6 +517,13 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     if after < before or float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
         return found
     return (new,) + tuple(found[1:4]) + (found[4] + iters,)
+
+
+def _is_binary(img: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the valid pixels take two values at most."""
+    vals = img[mask]
+    other = vals[vals != vals[0]]
+    return bool(other.size == 0 or (other == other[0]).all())
 
 
 def _soft_threshold(gray: np.ndarray, gmask: np.ndarray, binimg: np.ndarray,
