@@ -39,6 +39,13 @@ def _index(i, n):  # pragma: no cover
 
 
 @_jit
+def _row(r, i0, i1, i2, i3, w0, w1, w2, w3, d0, d1, d2, d3):  # pragma: no cover
+    # one row of taps: the value and the derivative along it
+    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
+    return w0 * a0 + w1 * a1 + w2 * a2 + w3 * a3, d0 * a0 + d1 * a1 + d2 * a2 + d3 * a3
+
+
+@_jit
 def _sample(coef, u, v):  # pragma: no cover
     # value and derivatives (d/du, d/dv) of the cubic B-spline at (u, v):
     # four taps a side, floor - 1 .. floor + 2, mirrored past the edges
@@ -67,22 +74,10 @@ def _sample(coef, u, v):  # pragma: no cover
         j0, j1, j2, j3 = y0, y0 + 1, y0 + 2, y0 + 3
     else:
         j0, j1, j2, j3 = _index(y0, h), _index(y0 + 1, h), _index(y0 + 2, h), _index(y0 + 3, h)
-    r = coef[j0]
-    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
-    v0 = wx0 * a0 + wx1 * a1 + wx2 * a2 + wx3 * a3
-    d0 = dx0 * a0 + dx1 * a1 + dx2 * a2 + dx3 * a3
-    r = coef[j1]
-    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
-    v1 = wx0 * a0 + wx1 * a1 + wx2 * a2 + wx3 * a3
-    d1 = dx0 * a0 + dx1 * a1 + dx2 * a2 + dx3 * a3
-    r = coef[j2]
-    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
-    v2 = wx0 * a0 + wx1 * a1 + wx2 * a2 + wx3 * a3
-    d2 = dx0 * a0 + dx1 * a1 + dx2 * a2 + dx3 * a3
-    r = coef[j3]
-    a0, a1, a2, a3 = r[i0], r[i1], r[i2], r[i3]
-    v3 = wx0 * a0 + wx1 * a1 + wx2 * a2 + wx3 * a3
-    d3 = dx0 * a0 + dx1 * a1 + dx2 * a2 + dx3 * a3
+    v0, d0 = _row(coef[j0], i0, i1, i2, i3, wx0, wx1, wx2, wx3, dx0, dx1, dx2, dx3)
+    v1, d1 = _row(coef[j1], i0, i1, i2, i3, wx0, wx1, wx2, wx3, dx0, dx1, dx2, dx3)
+    v2, d2 = _row(coef[j2], i0, i1, i2, i3, wx0, wx1, wx2, wx3, dx0, dx1, dx2, dx3)
+    v3, d3 = _row(coef[j3], i0, i1, i2, i3, wx0, wx1, wx2, wx3, dx0, dx1, dx2, dx3)
     val = wy0 * v0 + wy1 * v1 + wy2 * v2 + wy3 * v3
     du = wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3
     dv = dy0 * v0 + dy1 * v1 + dy2 * v2 + dy3 * v3
