@@ -66,6 +66,15 @@ class Affine:
         m.setflags(write=False)
         self._m = m
 
+    @classmethod
+    def _trusted(cls, m: np.ndarray) -> "Affine":
+        """An Affine on a fresh, finite (2, 3) float64 matrix, unchecked: the
+        algebra below builds thousands of them in a registration."""
+        a = object.__new__(cls)
+        m.setflags(write=False)
+        a._m = m
+        return a
+
     # -- value behaviour ---------------------------------------------------
 
     @property
@@ -109,7 +118,12 @@ class Affine:
         """Composition: ``(a @ b)(p) == a(b(p))``."""
         if not isinstance(other, Affine):
             return NotImplemented
-        return Affine(self.homogeneous() @ other.homogeneous())
+        a, b = self._m, other._m
+        m = a[:, :2] @ b
+        m[:, 2] += a[:, 2]
+        if not np.isfinite(m).all():
+            raise ValueError(f"Expected a finite affine matrix. Got {m.tolist()} instead.")
+        return Affine._trusted(m)
 
     def __call__(self, points: Any) -> np.ndarray:
         """Apply to one point ``(x, y)`` or to points of shape ``(N, 2)``."""
@@ -124,8 +138,15 @@ class Affine:
 
     def inverse(self) -> "Affine":
         """The inverse transform (raises ``LinAlgError`` if singular)."""
-        a_inv = np.linalg.inv(self.linear)
-        return Affine(np.hstack([a_inv, -a_inv @ self._m[:, 2:]]))
+        (a, b, c), (d, e, f) = self._m.tolist()
+        det = a * e - b * d
+        if det == 0 or not np.isfinite(det):
+            raise np.linalg.LinAlgError("Singular matrix")
+        ia, ib, id_, ie = e / det, -b / det, -d / det, a / det
+        m = np.array([[ia, ib, -(ia * c + ib * f)], [id_, ie, -(id_ * c + ie * f)]])
+        if not np.isfinite(m).all():
+            raise np.linalg.LinAlgError("Singular matrix")
+        return Affine._trusted(m)
 
     def shifted(self, dxy: Any) -> "Affine":
         """This transform followed by a translation by ``dxy``."""
@@ -137,7 +158,7 @@ class Affine:
     def translator(dxy: Any) -> "Affine":
         """Translation by ``dxy = (dx, dy)``."""
         dx, dy = np.asarray(dxy, dtype=np.float64).reshape(2)
-        return Affine([[1, 0, dx], [0, 1, dy]])
+        return Affine([[1.0, 0.0, dx], [0.0, 1.0, dy]])
 
     @staticmethod
     def rotator(phi: float, xy0: Any = (0, 0)) -> "Affine":
@@ -147,14 +168,14 @@ class Affine:
         points down).
         """
         c, s = np.cos(phi), np.sin(phi)
-        xy0 = np.asarray(xy0, dtype=np.float64)
-        return Affine.translator(xy0) @ Affine([[c, -s, 0], [s, c, 0]]) @ Affine.translator(-xy0)
+        x0, y0 = np.asarray(xy0, dtype=np.float64).reshape(2)
+        return Affine([[c, -s, x0 - c * x0 + s * y0], [s, c, y0 - s * x0 - c * y0]])
 
     @staticmethod
     def scaler(s: float, xy0: Any = (0, 0)) -> "Affine":
         """Uniform scaling by ``s`` about ``xy0``."""
-        xy0 = np.asarray(xy0, dtype=np.float64)
-        return Affine.translator(xy0) @ Affine([[s, 0, 0], [0, s, 0]]) @ Affine.translator(-xy0)
+        x0, y0 = np.asarray(xy0, dtype=np.float64).reshape(2)
+        return Affine([[s, 0.0, x0 - s * x0], [0.0, s, y0 - s * y0]])
 
     # -- properties ------------------------------------------------------
 
