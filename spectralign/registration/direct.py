@@ -13,7 +13,10 @@ Gaussians) first at 2 px, then at 1 px.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
+import scipy.fft
 import scipy.ndimage
 
 from ..affine import Affine
@@ -33,23 +36,62 @@ def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
 
     A quadratic surface fitted to the image is taken off first: the
     padding beyond the frame would otherwise fold shading (vignetting) into
-    a ridge along the edges, which the band-pass keeps."""
-    img = _detrend(img.astype(np.float64))
-    return (scipy.ndimage.gaussian_filter(img, sigma)
-            - scipy.ndimage.gaussian_filter(img, 8 * sigma, truncate=3.0))
+    a ridge along the edges, which the band-pass keeps.  The difference of
+    Gaussians is one product in the Fourier domain, on the image mirrored
+    3 coarse sigmas out (as a spatial filter truncated there sees it)."""
+    img = _detrend(img)
+    h, w = img.shape
+    pad = int(np.ceil(24 * sigma))
+    # single precision: twice as fast here, and far finer than any noise
+    padded = np.pad(img, pad, mode="symmetric")
+    shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in padded.shape)
+    workers = -1 if shape[0] * shape[1] > 512 * 512 else 1
+    spec = scipy.fft.rfft2(padded, shape, workers=workers)
+    spec *= _dog(shape, float(sigma))
+    out = scipy.fft.irfft2(spec, shape, workers=workers)[pad:pad + h, pad:pad + w]
+    return out.astype(np.float64)
+
+
+@lru_cache(maxsize=16)
+def _dog(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """The transfer function of a Gaussian of ``sigma`` less one of 8
+    ``sigma`` on an ``rfft2`` of ``shape``."""
+    fy = scipy.fft.fftfreq(shape[0])[:, None]
+    fx = scipy.fft.rfftfreq(shape[1])[None, :]
+    f2 = (2 * np.pi ** 2) * (fx * fx + fy * fy)
+    out = (np.exp(-f2 * sigma ** 2) - np.exp(-f2 * (8 * sigma) ** 2)).astype(np.float32)
+    out.flags.writeable = False  # shared between calls
+    return out
 
 
 def _detrend(img: np.ndarray) -> np.ndarray:
     """``img`` less its least-squares quadratic surface (fitted on every
-    fourth pixel each way)."""
+    fourth pixel each way), in single precision."""
     h, w = img.shape
-    x = ((np.arange(w) - w / 2) / max(w, 1))[None, :]
-    y = ((np.arange(h) - h / 2) / max(h, 1))[:, None]
-    xs, ys = np.broadcast_arrays(x[:, ::4], y[::4, :])
-    a = np.stack([np.ones(xs.size), xs.ravel(), ys.ravel(), xs.ravel() ** 2,
-                  (xs * ys).ravel(), ys.ravel() ** 2], axis=1)
-    c, *_ = np.linalg.lstsq(a, img[::4, ::4].ravel(), rcond=None)
-    return img - (c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y)
+    x, y, fit = _quadratic(h, w)
+    c = fit @ img[::4, ::4].ravel().astype(np.float64)
+    # the surface's terms in x alone, in y alone, and the one in both
+    row = (c[0] + c[1] * x + c[3] * x * x).astype(np.float32)
+    col = (c[2] * y + c[5] * y * y).astype(np.float32)
+    out = img.astype(np.float32) - row[None, :]
+    out -= col[:, None]
+    out -= np.float32(c[4]) * np.outer(y.astype(np.float32), x.astype(np.float32))
+    return out
+
+
+@lru_cache(maxsize=16)
+def _quadratic(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centred, scaled pixel coordinates x (w) and y (h) of an ``h x w``
+    frame, and the least-squares map from every fourth pixel's values to
+    the quadratic surface's coefficients (1, x, y, x^2, x y, y^2)."""
+    x = (np.arange(w) - w / 2) / max(w, 1)
+    y = (np.arange(h) - h / 2) / max(h, 1)
+    xs, ys = (a.ravel() for a in np.broadcast_arrays(x[None, ::4], y[::4, None]))
+    a = np.stack([np.ones(xs.size), xs, ys, xs ** 2, xs * ys, ys ** 2], axis=1)
+    fit = np.linalg.pinv(a)
+    for v in (x, y, fit):
+        v.flags.writeable = False  # shared between calls
+    return x, y, fit
 
 
 def resample(coef: np.ndarray, t: Affine, shape: tuple[int, int]) -> np.ndarray:

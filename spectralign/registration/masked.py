@@ -8,6 +8,8 @@ six forward and six inverse FFTs.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import scipy.fft
 import scipy.ndimage
@@ -32,15 +34,39 @@ def fill_masked(img, mask: np.ndarray | None, sigma: float = 4.0):
         out = imgs
     else:
         m = mask.astype(np.float32)
-        den = scipy.ndimage.gaussian_filter(m, sigma, mode="constant")
+        smooth = _gaussian_zero_padded(np.stack([m] + [a * m for a in imgs]), sigma)
+        den = smooth[0]
         near = den > 1e-3
         den = np.maximum(den, 1e-3)
         out = []
-        for a in imgs:
-            num = scipy.ndimage.gaussian_filter(a * m, sigma, mode="constant")
+        for a, num in zip(imgs, smooth[1:]):
             mean = float(a[mask].mean()) if mask.any() else 0.0
             out.append(np.where(mask, a, np.where(near, num / den, mean)).astype(np.float32))
     return out if isinstance(img, list) else out[0]
+
+
+def _gaussian_zero_padded(stack: np.ndarray, sigma: float) -> np.ndarray:
+    """Each ``(H, W)`` image of ``stack`` smoothed by a Gaussian of
+    ``sigma`` px, zero beyond the frame: one product in the Fourier domain
+    on frames padded by 4 sigmas (where a spatial filter is truncated)."""
+    _, h, w = stack.shape
+    pad = int(np.ceil(4 * sigma))
+    shape = (scipy.fft.next_fast_len(h + pad, real=True),
+             scipy.fft.next_fast_len(w + pad, real=True))
+    workers = -1 if shape[0] * shape[1] > 512 * 512 else 1
+    spec = scipy.fft.rfft2(stack, shape, axes=(-2, -1), workers=workers)
+    spec *= _gaussian_transfer(shape, float(sigma))
+    return scipy.fft.irfft2(spec, shape, axes=(-2, -1), workers=workers)[:, :h, :w]
+
+
+@lru_cache(maxsize=16)
+def _gaussian_transfer(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """A Gaussian of ``sigma`` px on an ``rfft2`` of ``shape``."""
+    fy = scipy.fft.fftfreq(shape[0])[:, None]
+    fx = scipy.fft.rfftfreq(shape[1])[None, :]
+    out = np.exp(-2 * np.pi ** 2 * sigma ** 2 * (fx * fx + fy * fy)).astype(np.float32)
+    out.flags.writeable = False  # shared between calls
+    return out
 
 
 def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
