@@ -401,6 +401,22 @@ def test_compiled_spline_sample_matches_scipy():
     np.testing.assert_allclose(out[inside], ref[inside], atol=1e-12)
 
 
+def test_compiled_bilinear_points_match_scipy():
+    """The compiled bilinear sampler gives SciPy's order-1 numbers inside,
+    and 0 where a point's neighbours leave the image."""
+    from spectralign.registration.compiled import bilinear_points
+
+    rng = np.random.default_rng(4)
+    img = rng.random((40, 50))
+    rows, cols = rng.uniform(0, 39, (7, 9)), rng.uniform(0, 49, (7, 9))
+    rows[0, 0], cols[0, 1] = -0.5, 49.5
+    out = np.empty((7, 9))
+    bilinear_points(img, rows, cols, out)
+    ref = ndi.map_coordinates(img, np.stack([rows, cols]), order=1)
+    assert out[0, 0] == 0 and out[0, 1] == 0
+    np.testing.assert_allclose(out.ravel()[2:], ref.ravel()[2:], atol=1e-12)
+
+
 @pytest.mark.parametrize("model", ["translation", "rigid", "similarity", "affine"])
 def test_compiled_gauss_newton_rows_match_numpy(model):
     """Each row of the compiled design matrix: the model's fields times the

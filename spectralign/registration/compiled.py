@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["spline_sample", "gauss_newton_rows"]
+__all__ = ["spline_sample", "gauss_newton_rows", "bilinear_points"]
 
 # reassociation lets the sums vectorize; no "nnan"/"ninf"
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -158,3 +158,24 @@ def gauss_newton_rows(coef, inv, xs, ys, fgx, fgy, centre_x, centre_y, scale, mo
         sums[3] += f * f
         sums[4] += m * m
         sums[5] += f * m
+
+
+@_jit
+def bilinear_points(img, rows, cols, out):  # pragma: no cover
+    """``out[i, j]`` = ``img`` bilinearly interpolated at ``(rows[i, j],
+    cols[i, j])``; 0 where a point's four neighbours are not all inside."""
+    h, w = img.shape
+    for i in range(rows.shape[0]):
+        for j in range(rows.shape[1]):
+            r = rows[i, j]
+            c = cols[i, j]
+            r0 = int(np.floor(r))
+            c0 = int(np.floor(c))
+            if r0 < 0 or c0 < 0 or r0 + 1 >= h or c0 + 1 >= w:
+                out[i, j] = 0.0
+                continue
+            fr = r - r0
+            fc = c - c0
+            top = img[r0, c0] + fc * (img[r0, c0 + 1] - img[r0, c0])
+            bottom = img[r0 + 1, c0] + fc * (img[r0 + 1, c0 + 1] - img[r0 + 1, c0])
+            out[i, j] = top + fr * (bottom - top)

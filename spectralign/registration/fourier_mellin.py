@@ -68,7 +68,10 @@ def _geometry(n: int, lo: float, nr: int, log_step: float) -> tuple[np.ndarray, 
 
 
 def _log_polar(spec: np.ndarray, points: np.ndarray, far: np.ndarray) -> np.ndarray:
-    lp = scipy.ndimage.map_coordinates(spec, points, order=1, mode="constant")
+    from .compiled import bilinear_points
+
+    lp = np.empty(points.shape[1:])
+    bilinear_points(spec, points[0], points[1], lp)
     # the noise floor: the spectrum's median beyond 0.45 cycles/px, where
     # optics leave nothing but the camera's white noise
     floor = float(np.median(spec[far]))

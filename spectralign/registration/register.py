@@ -259,6 +259,9 @@ def _shrink(img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.n
     if f == 1:
         return img, mask
     h, w = (s // f * f for s in img.shape)
+    if mask.all():
+        small = img[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
+        return small, np.ones(small.shape, dtype=bool)
     m = mask[:h, :w].reshape(h // f, f, w // f, f)
     a = np.where(mask, img, 0.0)[:h, :w].reshape(h // f, f, w // f, f)
     count = m.sum(axis=(1, 3))
