@@ -90,6 +90,33 @@ def test_similarity_finds_scale_and_a_partial_overlap(sem):
     assert 0.5 < reg.overlap < 0.8
 
 
+def test_half_overlap_is_found_by_the_halves_spectra(sem, monkeypatch):
+    """Crops sharing half their area: the whole spectra miss the angle, the
+    halves that hold the same content find it, and no slow search runs."""
+    import importlib
+
+    from spectralign.registration.fourier_mellin import rotation_scale_candidates
+
+    reg_mod = importlib.import_module("spectralign.registration.register")
+    truth = about_centre(Affine.rotator(np.radians(6.1)) @ Affine.scaler(1.062), 320, (160.0, 0.0))
+    fixed, moving = pair(sem, truth, 320, (515, 441), noise=0.01)
+    full = np.ones(fixed.shape, bool)
+    whole = rotation_scale_candidates(*reg_mod._shrink(fixed, full, 2),
+                                      *reg_mod._shrink(moving, full, 2), scale=True, k=2)
+    assert all(abs(np.degrees(a) - 6.1) > 1.5 for a, _, _ in whole)
+    _, first = next(reg_mod._halves(fixed, full, moving, full, "similarity"))
+    assert abs(np.degrees(first.angle()) - 6.1) < 0.5
+    assert abs(first.magnification() - 1.062) < 0.01
+
+    def no_search(*args):
+        raise AssertionError("the full angle search ran")
+
+    monkeypatch.setattr(reg_mod, "_search", no_search)
+    reg = register(fixed, moving, model="similarity")
+    assert corner_error(reg.transform, truth, 320) < 0.3
+    assert 0.4 < reg.overlap < 0.6
+
+
 def test_affine_known_on_he(he_slide):
     he = ndi.gaussian_filter(he_slide[200:1400, 200:1400].astype(np.float64), 0.8)
     lin = Affine(np.array([[1.015, 0.012, 0], [-0.02, 0.985, 0]]))

@@ -334,16 +334,63 @@ def _coarse(fixed, fmask, moving, mmask, model: str):
     the first one's best placement has been refined and failed."""
     # the placements' band-pass (2 to 16 px at COARSE_SIDE) holds nothing
     # that images shrunk by another 2 lose: they run at PLACE_SIDE, 1 px
-    g = _factor(fixed, moving, PLACE_SIDE)
-    pf, pfm = _shrink(fixed, fmask, g)
-    pm, pmm = _shrink(moving, mmask, g)
     if model == "translation":
+        g = _factor(fixed, moving, PLACE_SIDE)
+        pf, pfm = _shrink(fixed, fmask, g)
+        pm, pmm = _shrink(moving, mmask, g)
         yield from _placements(pf, pfm, pm, pmm, [Affine()], g, 1.0)[:2]
         return
     f = _factor(fixed, moving, COARSE_SIDE)
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
     cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
+    yield from _placed(fixed, fmask, moving, mmask, cands)
+
+
+def _part_pairs(fshape: tuple[int, int], mshape: tuple[int, int]) -> list[tuple]:
+    """Slices of fixed and of moving that hold the same content when
+    moving lies half a frame off along an axis or a diagonal: fixed's
+    right half and moving's left, and so on (eight pairs)."""
+    def split(n):
+        return slice(0, n // 2), slice(n - n // 2, n), slice(0, n)
+    (ft, fb, fy), (fl, fr, fx) = split(fshape[0]), split(fshape[1])
+    (mt, mb, my), (ml, mr, mx) = split(mshape[0]), split(mshape[1])
+    return [((fy, fr), (my, ml)), ((fy, fl), (my, mr)), ((fb, fx), (mt, mx)),
+            ((ft, fx), (mb, mx)), ((fb, fr), (mt, ml)), ((ft, fl), (mb, mr)),
+            ((fb, fl), (mt, mr)), ((ft, fr), (mb, ml))]
+
+
+def _halves(fixed, fmask, moving, mmask, model: str):
+    """Candidates as :func:`_coarse`'s, from the spectra of halves and
+    quarters: where the images share little (half their area), the content
+    they do not share swamps the whole spectra's likeness (measured: the
+    right angle not among the whole spectra's ten best on 11 of 40 crops
+    overlapping by 50-65 %), while the halves that hold the same content
+    match strongly (found on 9 of those 11).  The two strongest of the
+    eight pairs are placed."""
+    if model == "translation":
+        return
+    f = _factor(fixed, moving, COARSE_SIDE)
+    sf, sfm = _shrink(fixed, fmask, f)
+    sm, smm = _shrink(moving, mmask, f)
+    cands = []
+    for fpart, mpart in _part_pairs(sf.shape, sm.shape):
+        if min(sfm[fpart].sum(), smm[mpart].sum()) < MIN_VALID // 4:
+            continue
+        cands += rotation_scale_candidates(sf[fpart], sfm[fpart], sm[mpart], smm[mpart],
+                                           scale=model != "rigid", k=1)
+    cands.sort(key=lambda c: -c[2])
+    yield from _placed(fixed, fmask, moving, mmask, cands[:2])
+
+
+def _placed(fixed, fmask, moving, mmask, cands):
+    """``(score, transform)`` of the candidates' angles and scales, each
+    turned both ways and placed on images shrunk to PLACE_SIDE; the best
+    placement of the first candidate, then the best of the rest (placed
+    only when asked for)."""
+    g = _factor(fixed, moving, PLACE_SIDE)
+    pf, pfm = _shrink(fixed, fmask, g)
+    pm, pmm = _shrink(moving, mmask, g)
     batches = [[Affine.rotator(a + turn) @ Affine.scaler(sc) for turn in (0.0, np.pi)]
                for a, sc, _ in cands]
     if not batches:
@@ -462,7 +509,8 @@ def _agreeing(model: str) -> int:
 
 def _best(fixed, fmask, moving, mmask, model: str, mcoef: np.ndarray):
     """Refine the two best candidates; if neither has enough windows that
-    agree, search every angle and refine its two best; if still none does,
+    agree, the two best of the halves' spectra (:func:`_halves`); then
+    search every angle and refine its two best; if still none does,
     fit all the pixels from each of those starts (:mod:`.direct`).
 
     ``mcoef``: moving's cubic spline coefficients (:func:`_spline`).
@@ -470,8 +518,8 @@ def _best(fixed, fmask, moving, mmask, model: str, mcoef: np.ndarray):
     the best window SNR seen."""
     best, best_snr, starts = None, 0.0, []
     ffill = fill_masked(fixed, fmask)
-    for search in (_coarse, _search):
-        if search is _search and model == "translation":
+    for search in (_coarse, _halves, _search):
+        if search is not _coarse and model == "translation":
             break
         for _, t0 in itertools.islice(search(fixed, fmask, moving, mmask, model), 2):
             starts.append(t0)
