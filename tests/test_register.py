@@ -503,3 +503,17 @@ def test_binarized_against_gray(sem, which):
             moving = (moving > np.median(moving)).astype(np.float32)
         errors.append(corner_error(register(fixed, moving, model="affine").transform, truth, 320))
     assert np.mean(errors) < 0.035, errors
+
+
+def test_blank_part_gives_no_angle_and_no_warning(sem):
+    """A constant image (a blank half of a binarized one, say) has no
+    spectrum to turn: no candidate, and no division by zero."""
+    import warnings
+
+    from spectralign.registration.fourier_mellin import rotation_scale_candidates
+
+    full = np.ones((64, 64), bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rotation_scale_candidates(np.ones((64, 64)), full, sem[:64, :64], full,
+                                         scale=True) == []

@@ -106,7 +106,10 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     s1 = scipy.fft.rfft2(lp1 * taper, shape)
     s2 = scipy.fft.rfft2(lp2 * taper, shape)
     cross = s1 * np.conj(s2)
-    cross /= np.abs(cross) ** 0.65 + 1e-12 * np.abs(cross).max()
+    peak = np.abs(cross).max()
+    if not peak > 0:
+        return []  # a blank (or constant) image: no angle to tell
+    cross /= np.abs(cross) ** 0.65 + 1e-12 * peak
     corr = scipy.fft.irfft2(cross, shape)
     # corr[a, r]: lp1(t + a, q + r) ~ lp2(t, q)
     if scale:
