@@ -117,6 +117,26 @@ def test_half_overlap_is_found_by_the_halves_spectra(sem, monkeypatch):
     assert 0.4 < reg.overlap < 0.6
 
 
+def test_half_turn_placed_from_its_twin_as_directly(sem):
+    """A half-turn's canvas read backwards from its twin's places moving
+    where a canvas of its own does, after canvases of other sizes."""
+    import importlib
+
+    reg_mod = importlib.import_module("spectralign.registration.register")
+    truth = about_centre(Affine.rotator(np.radians(190.0)), 320, (60.0, -40.0))
+    fixed, moving = pair(sem, truth, 320, (500, 500))
+    full = np.ones(fixed.shape, bool)
+    sf, sfm = reg_mod._shrink(fixed, full, 5)
+    sm, smm = reg_mod._shrink(moving, full, 5)
+    lins = [Affine.rotator(np.radians(a)) for a in (10.0, 45.0, 190.0)]
+    together = reg_mod._placements(sf, sfm, sm, smm, lins, 5, 1.0)
+    alone = reg_mod._placements(sf, sfm, sm, smm, lins[2:], 5, 1.0)
+    best = max(together, key=lambda vt: vt[0])
+    assert abs(np.degrees(best[1].angle()) % 360 - 190.0) < 1e-6
+    assert np.abs(best[1].translation() - alone[0][1].translation()).max() < 2.0
+    assert corner_error(best[1], truth, 320) < 10.0  # 5x shrunk: coarse
+
+
 def test_affine_known_on_he(he_slide):
     he = ndi.gaussian_filter(he_slide[200:1400, 200:1400].astype(np.float64), 0.8)
     lin = Affine(np.array([[1.015, 0.012, 0], [-0.02, 0.985, 0]]))

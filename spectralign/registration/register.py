@@ -307,18 +307,32 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
     reach = int(np.ceil(EDGE_REACH * fine))
     fin = _inner(sfm, reach)
     small = Affine.scaler(1.0 / f)
-    out, cache = [], {}
+    out, cache, made = [], {}, []
     for lin in linears:
-        to_canvas, canvas, cmask = _turned(sm, smm, lin)
-        cin = _inner(cmask, reach)
-        if cin.sum() < MIN_VALID // 4:
+        # a half-turn's canvas is its twin's read backwards (the canvas
+        # holds all of the turned image, so it is symmetric), band-pass
+        # and all: no second resampling
+        twin = next((m for m in made if np.allclose(m[0], -lin.linear, rtol=0, atol=1e-9)), None)
+        if twin is not None:
+            _, tc, bc, cmask, cin = twin
+            if bc is None:
+                continue
+            ch, cw = bc.shape
+            flip = Affine([[-1.0, 0.0, cw - 1.0], [0.0, -1.0, ch - 1.0]])
+            to_canvas, bc, cmask, cin = flip @ tc, bc[::-1, ::-1], cmask[::-1, ::-1], cin[::-1, ::-1]
+        else:
+            to_canvas, canvas, cmask = _turned(sm, smm, lin)
+            cin = _inner(cmask, reach)
+            bc = _bandpass(canvas, cmask, fine) if cin.sum() >= MIN_VALID // 4 else None
+            made.append((lin.linear, to_canvas, bc, cmask, cin))
+        if bc is None:
             continue
         need = MIN_OVERLAP * min(fin.sum(), cin.sum())
-        ncc, count = masked_ncc(bf, _bandpass(canvas, cmask, fine), fin, cin, need, cache)
+        ncc, count = masked_ncc(bf, bc, fin, cin, need, cache)
         # a small overlap correlates well by chance: rank by significance,
         # the coefficient times the square root of the pixels behind it
         score = ncc * np.sqrt(count / fin.sum())
-        for shift, value in ncc_peaks(score, canvas.shape, k=1):
+        for shift, value in ncc_peaks(score, bc.shape, k=1):
             # full-size moving -> shrunk moving -> canvas -> shrunk fixed -> fixed
             t = small.inverse() @ Affine.translator(shift) @ to_canvas @ small
             out.append((value, t))
