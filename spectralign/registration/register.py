@@ -307,12 +307,13 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
     reach = int(np.ceil(EDGE_REACH * fine))
     fin = _inner(sfm, reach)
     small = Affine.scaler(1.0 / f)
-    out, cache, made = [], {}, []
+    out, cache, made = [], {}, {}
     for lin in linears:
         # a half-turn's canvas is its twin's read backwards (the canvas
         # holds all of the turned image, so it is symmetric), band-pass
         # and all: no second resampling
-        twin = next((m for m in made if np.allclose(m[0], -lin.linear, rtol=0, atol=1e-9)), None)
+        key = tuple(np.round(lin.linear, 9).ravel() + 0.0)
+        twin = made.get(tuple(-v + 0.0 for v in key))
         if twin is not None:
             _, tc, bc, cmask, cin = twin
             if bc is None:
@@ -324,7 +325,7 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
             to_canvas, canvas, cmask = _turned(sm, smm, lin)
             cin = _inner(cmask, reach)
             bc = _bandpass(canvas, cmask, fine) if cin.sum() >= MIN_VALID // 4 else None
-            made.append((lin.linear, to_canvas, bc, cmask, cin))
+            made[key] = (lin.linear, to_canvas, bc, cmask, cin)
         if bc is None:
             continue
         need = MIN_OVERLAP * min(fin.sum(), cin.sum())
