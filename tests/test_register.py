@@ -537,3 +537,36 @@ def test_blank_part_gives_no_angle_and_no_warning(sem):
         warnings.simplefilter("error")
         assert rotation_scale_candidates(np.ones((64, 64)), full, sem[:64, :64], full,
                                          scale=True) == []
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0])
+def test_fourier_band_pass_matches_the_spatial_filters(sem, sigma):
+    """The band-pass in the Fourier domain is SciPy's difference of
+    Gaussians (reflected edges, truncated at 4 and 3 sigmas) to 1 % (the
+    sampled kernel and the continuous transfer function differ a little)."""
+    from spectralign.registration.direct import _detrend, bandpass
+
+    img = sem[100:300, 200:380] + np.linspace(0, 0.5, 180)[None, :] ** 2
+    flat = _detrend(img).astype(np.float64)
+    ref = ndi.gaussian_filter(flat, sigma) - ndi.gaussian_filter(flat, 8 * sigma, truncate=3.0)
+    assert np.abs(bandpass(img, sigma) - ref).max() < 0.01 * np.abs(ref).max()
+
+
+def test_fourier_mask_fill_matches_normalized_convolution(sem):
+    """Invalid pixels take SciPy's normalized convolution (zero beyond the
+    frame) and valid ones stay as they were."""
+    from spectralign.registration.masked import fill_masked
+
+    img = sem[:150, :170].astype(np.float32)
+    mask = np.ones(img.shape, bool)
+    mask[40:90, 20:100] = False
+    mask[:, 150:] = False
+    m = mask.astype(np.float64)
+    den = ndi.gaussian_filter(m, 4.0, mode="constant")
+    ref = ndi.gaussian_filter(img * m, 4.0, mode="constant") / np.maximum(den, 1e-3)
+    near = ~mask & (den > 1e-2)  # farther in: the valid pixels' mean
+    out = fill_masked(img, mask)
+    np.testing.assert_array_equal(out[mask], img[mask])
+    assert near.sum() > 2000
+    np.testing.assert_allclose(out[near], ref[near], atol=1e-3)
+    np.testing.assert_allclose(out[~mask & (den < 5e-4)], img[mask].mean(), atol=1e-5)

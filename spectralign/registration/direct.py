@@ -20,7 +20,7 @@ import scipy.fft
 import scipy.ndimage
 
 from ..affine import Affine
-from .masked import fill_masked
+from .masked import _gaussian_transfer, fill_masked
 
 __all__ = ["refine_direct", "bandpass", "resample"]
 
@@ -56,10 +56,7 @@ def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
 def _dog(shape: tuple[int, int], sigma: float) -> np.ndarray:
     """The transfer function of a Gaussian of ``sigma`` less one of 8
     ``sigma`` on an ``rfft2`` of ``shape``."""
-    fy = scipy.fft.fftfreq(shape[0])[:, None]
-    fx = scipy.fft.rfftfreq(shape[1])[None, :]
-    f2 = (2 * np.pi ** 2) * (fx * fx + fy * fy)
-    out = (np.exp(-f2 * sigma ** 2) - np.exp(-f2 * (8 * sigma) ** 2)).astype(np.float32)
+    out = _gaussian_transfer(shape, sigma) - _gaussian_transfer(shape, 8 * sigma)
     out.flags.writeable = False  # shared between calls
     return out
 
