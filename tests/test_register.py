@@ -90,9 +90,9 @@ def test_similarity_finds_scale_and_a_partial_overlap(sem):
     assert 0.5 < reg.overlap < 0.8
 
 
-def test_half_overlap_is_found_by_the_halves_spectra(sem, monkeypatch):
+def test_half_overlap_is_found_by_the_parts_spectra(sem, monkeypatch):
     """Crops sharing half their area: the whole spectra miss the angle, the
-    halves that hold the same content find it, and no slow search runs."""
+    parts that hold the same content find it, and no slow search runs."""
     import importlib
 
     from spectralign.registration.fourier_mellin import rotation_scale_candidates
@@ -104,7 +104,7 @@ def test_half_overlap_is_found_by_the_halves_spectra(sem, monkeypatch):
     whole = rotation_scale_candidates(*reg_mod._shrink(fixed, full, 2),
                                       *reg_mod._shrink(moving, full, 2), scale=True, k=2)
     assert all(abs(np.degrees(a) - 6.1) > 1.5 for a, _, _ in whole)
-    _, first = next(reg_mod._halves(fixed, full, moving, full, "similarity"))
+    _, first = next(reg_mod._parts(fixed, full, moving, full, "similarity"))
     assert abs(np.degrees(first.angle()) - 6.1) < 0.5
     assert abs(first.magnification() - 1.062) < 0.01
 

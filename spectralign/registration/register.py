@@ -80,7 +80,7 @@ POLISH_PIXELS = 1_000_000
 #: Spectral passes of each window: one, since the pixels' fit finishes
 #: the estimate (on the bench, 1 and 2 gave the same errors in every task).
 WINDOW_ITERS = 1
-#: Side of the parts of the frames whose spectra :func:`_halves` compares,
+#: Side of the parts of the frames whose spectra :func:`_parts` compares,
 #: as a fraction of the frame's.
 PART = 0.6
 #: Windows a side, at most.
@@ -384,7 +384,7 @@ def _part_pairs(fshape: tuple[int, int], mshape: tuple[int, int]) -> list[tuple]
             ((fb, fl), (mt, mr)), ((ft, fr), (mb, ml))]
 
 
-def _halves(fixed, fmask, moving, mmask, model: str):
+def _parts(fixed, fmask, moving, mmask, model: str):
     """Candidates as :func:`_coarse`'s, from the spectra of parts of the
     frames: where the images share little (half their area), the content
     they do not share swamps the whole spectra's likeness (measured: the
@@ -534,7 +534,7 @@ def _agreeing(model: str) -> int:
 
 def _best(fixed, fmask, moving, mmask, model: str, mcoef: np.ndarray):
     """Refine the two best candidates; if neither has enough windows that
-    agree, the two best of the halves' spectra (:func:`_halves`); then
+    agree, the two best of the parts' spectra (:func:`_parts`); then
     search every angle and refine its two best; if still none does,
     fit all the pixels from each of those starts (:mod:`.direct`).
 
@@ -543,7 +543,7 @@ def _best(fixed, fmask, moving, mmask, model: str, mcoef: np.ndarray):
     the best window SNR seen."""
     best, best_snr, starts = None, 0.0, []
     ffill = fill_masked(fixed, fmask)
-    for search in (_coarse, _halves, _search):
+    for search in (_coarse, _parts, _search):
         if search is not _coarse and model == "translation":
             break
         for _, t0 in itertools.islice(search(fixed, fmask, moving, mmask, model), 2):
@@ -732,7 +732,7 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     sub = valid[::k, ::k]
     warped = resample(mcoef, Affine.scaler(1.0 / k) @ t, sub.shape)
     a, b = f_img[::k, ::k][sub].astype(np.float64), warped[sub].astype(np.float64)
-    ncc = float(np.corrcoef(a, b)[0, 1]) if valid.sum() > 2 and a.std() > 0 and b.std() > 0 else 0.0
+    ncc = float(np.corrcoef(a, b)[0, 1]) if sub.sum() > 2 and a.std() > 0 and b.std() > 0 else 0.0
     return Registration(transform=t, model=model, snr=snr, ncc=ncc,
                         overlap=float(valid.sum() / fmask.sum()), windows=kept,
                         residual=residual, iterations=iters, _fixed=f_img, _moving=m_img,
