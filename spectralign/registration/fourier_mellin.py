@@ -17,7 +17,7 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
-from .masked import fill_masked
+from .masked import fft_workers, fill_masked
 
 __all__ = ["rotation_scale_candidates"]
 
@@ -49,8 +49,7 @@ def _magnitude(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     if not mask.all():
         taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float64), 3.0)
     a = (a - np.sum(a * taper) / np.sum(taper)) * taper
-    workers = -1 if n > 512 else 1  # threads pay off on big transforms only
-    return np.abs(scipy.fft.fftshift(scipy.fft.fft2(a, (n, n), workers=workers)))
+    return np.abs(scipy.fft.fftshift(scipy.fft.fft2(a, (n, n), workers=fft_workers((n, n)))))
 
 
 @lru_cache(maxsize=8)

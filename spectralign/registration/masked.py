@@ -14,7 +14,14 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
-__all__ = ["masked_ncc", "ncc_peaks", "fill_masked"]
+__all__ = ["masked_ncc", "ncc_peaks", "fill_masked", "fft_workers"]
+
+
+def fft_workers(shape: tuple[int, int]) -> int:
+    """Threads for a 2-D transform of ``shape``: all only past 512 x 512
+    (measured: one 160 x 160 transform takes twice as long on two threads
+    as on one)."""
+    return -1 if shape[0] * shape[1] > 512 * 512 else 1
 
 
 def fill_masked(img, mask: np.ndarray | None, sigma: float = 4.0):
@@ -53,7 +60,7 @@ def _gaussian_zero_padded(stack: np.ndarray, sigma: float) -> np.ndarray:
     pad = int(np.ceil(4 * sigma))
     shape = (scipy.fft.next_fast_len(h + pad, real=True),
              scipy.fft.next_fast_len(w + pad, real=True))
-    workers = -1 if shape[0] * shape[1] > 512 * 512 else 1
+    workers = fft_workers(shape)
     spec = scipy.fft.rfft2(stack, shape, axes=(-2, -1), workers=workers)
     spec *= _gaussian_transfer(shape, float(sigma))
     return scipy.fft.irfft2(spec, shape, axes=(-2, -1), workers=workers)[:, :h, :w]
@@ -94,9 +101,7 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
     g = np.where(moving_mask, moving, 0.0)
     # centre the values: the sums below subtract large, nearly equal numbers
     g = np.where(moving_mask, g - g[moving_mask].mean(), 0.0)
-    # threads pay off only on big transforms (measured: one 160 x 160
-    # transform takes twice as long on two threads as on one)
-    workers = -1 if shape[0] * shape[1] > 512 * 512 else 1
+    workers = fft_workers(shape)
     rf = lambda a: scipy.fft.rfft2(a, shape, workers=workers)  # noqa: E731
     # correlation of a (fixed side) with b (moving side) at shift s:
     # sum_x a(x + s) b(x) = irfft(A conj(B)); fixed's side is the same for

@@ -318,7 +318,7 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
         key = tuple(np.round(lin.linear, 9).ravel() + 0.0)
         twin = made.get(tuple(-v + 0.0 for v in key))
         if twin is not None:
-            _, tc, bc, cmask, cin = twin
+            tc, bc, cmask, cin = twin
             if bc is None:
                 continue
             ch, cw = bc.shape
@@ -328,7 +328,7 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
             to_canvas, canvas, cmask = _turned(sm, smm, lin)
             cin = _inner(cmask, reach)
             bc = _bandpass(canvas, cmask, fine) if cin.sum() >= MIN_VALID // 4 else None
-            made[key] = (lin.linear, to_canvas, bc, cmask, cin)
+            made[key] = (to_canvas, bc, cmask, cin)
         if bc is None:
             continue
         need = MIN_OVERLAP * min(fin.sum(), cin.sum())
