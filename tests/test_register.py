@@ -552,6 +552,33 @@ def test_fourier_band_pass_matches_the_spatial_filters(sem, sigma):
     assert np.abs(bandpass(img, sigma) - ref).max() < 0.01 * np.abs(ref).max()
 
 
+def test_band_pass_forms_are_the_spline_and_its_derivatives(sem):
+    """The spline coefficients and derivatives folded into the band-pass's
+    transfer function are SciPy's spline prefilter and the spline's
+    derivative at the pixels, away from the frame's edges (where the two
+    guess differently what lies beyond)."""
+    from spectralign.registration.direct import bandpass_forms
+
+    img = sem[100:300, 200:380]
+    value, coef, dx, dy = bandpass_forms(img, 1.0, ("value", "spline", "dx", "dy"))
+    ref = ndi.spline_filter(value.astype(np.float64), order=3, mode="mirror")
+    inner = (slice(12, -12), slice(12, -12))
+    scale = np.abs(ref[inner]).max()
+    assert np.abs(coef[inner] - ref[inner]).max() < 1e-3 * scale
+    # the spline's slope at the pixels: central differences of the
+    # coefficients across, B-spline weights along
+    c1 = ndi.correlate1d
+    smooth, diff = np.array([1, 4, 1]) / 6.0, np.array([-0.5, 0.0, 0.5])
+    gx = c1(c1(ref, diff, axis=1), smooth, axis=0)
+    gy = c1(c1(ref, diff, axis=0), smooth, axis=1)
+    assert np.abs(dx[inner] - gx[inner]).max() < 1e-3 * np.abs(gx[inner]).max()
+    assert np.abs(dy[inner] - gy[inner]).max() < 1e-3 * np.abs(gy[inner]).max()
+    # a wrong sign or axis would be caught: x and y differ
+    assert np.abs(dx[inner] - gy[inner]).max() > 0.1 * np.abs(gy[inner]).max()
+    with pytest.raises(ValueError, match="Expected a form"):
+        bandpass_forms(img, 1.0, ("laplacian",))
+
+
 def test_fourier_mask_fill_matches_normalized_convolution(sem):
     """Invalid pixels take SciPy's normalized convolution (zero beyond the
     frame) and valid ones stay as they were."""

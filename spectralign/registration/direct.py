@@ -22,7 +22,7 @@ import scipy.ndimage
 from ..affine import Affine
 from .masked import _gaussian_transfer, fft_workers, fill_masked
 
-__all__ = ["refine_direct", "bandpass", "resample"]
+__all__ = ["refine_direct", "bandpass", "bandpass_forms", "resample"]
 
 #: Smoothing (Gaussian sigma, px) of the successive levels.
 LEVELS = (2.0, 1.0)
@@ -39,8 +39,27 @@ def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
     a ridge along the edges, which the band-pass keeps.  The difference of
     Gaussians is one product in the Fourier domain, on the image mirrored
     3 coarse sigmas out (as a spatial filter truncated there sees it)."""
-    # single precision: twice as fast here, and far finer than any noise
-    img = _detrend(img)
+    return bandpass_forms(img, sigma, ("value",))[0].astype(np.float64)
+
+
+#: What :func:`bandpass_forms` can return besides the band-passed values.
+FORMS = ("value", "spline", "dx", "dy")
+
+
+def bandpass_forms(img: np.ndarray, sigma: float, forms: tuple[str, ...]) -> list[np.ndarray]:
+    """The band-pass of :func:`bandpass` in several forms from one forward
+    transform: ``"value"`` (the band-passed image), ``"spline"`` (its cubic
+    B-spline coefficients, as :func:`scipy.ndimage.spline_filter` gives),
+    ``"dx"`` and ``"dy"`` (the derivatives of that spline at the pixels).
+
+    The spline's prefilter and derivative are linear filters, so each is
+    one more factor of the band-pass's transfer function: the B-spline's
+    samples are ``(z + 4 + 1/z) / 6`` of its coefficients, its derivative
+    ``(z - 1/z) / 2`` along the axis.  The frame's edges see the band-pass's
+    mirrored padding instead of the spline's mirror; both are guesses of
+    what lies beyond the frame, and the fits leave those pixels out.
+    Returns float32 arrays of ``img``'s shape, in the order asked."""
+    img = _detrend(img)  # single precision: twice as fast, far finer than any noise
     h, w = img.shape
     pad = int(np.ceil(24 * sigma))
     padded = np.pad(img, pad, mode="symmetric")
@@ -48,8 +67,32 @@ def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
     workers = fft_workers(shape)
     spec = scipy.fft.rfft2(padded, shape, workers=workers)
     spec *= _dog(shape, float(sigma))
-    out = scipy.fft.irfft2(spec, shape, workers=workers)[pad:pad + h, pad:pad + w]
-    return out.astype(np.float64)
+    filters = [_form(shape, f) for f in forms]
+    stack = np.stack([spec if f is None else spec * f for f in filters])
+    out = scipy.fft.irfft2(stack, shape, axes=(-2, -1), workers=workers)
+    return [a[pad:pad + h, pad:pad + w] for a in out]
+
+
+@lru_cache(maxsize=32)
+def _form(shape: tuple[int, int], form: str) -> np.ndarray | None:
+    """The factor of ``form`` (see :func:`bandpass_forms`) on an ``rfft2``
+    of ``shape``; None for the values themselves."""
+    if form not in FORMS:
+        raise ValueError(f"Expected a form of {FORMS}. Got {form!r} instead.")
+    if form == "value":
+        return None
+    wy = 2 * np.pi * scipy.fft.fftfreq(shape[0])[:, None]
+    wx = 2 * np.pi * scipy.fft.rfftfreq(shape[1])[None, :]
+    by, bx = (4 + 2 * np.cos(wy)) / 6, (4 + 2 * np.cos(wx)) / 6
+    if form == "spline":
+        out = 1 / (by * bx) + 0j
+    elif form == "dx":  # the coefficients' central difference along x, B-spline along y
+        out = 1j * np.sin(wx) / bx + 0 * wy
+    else:
+        out = 1j * np.sin(wy) / by + 0 * wx
+    out = out.astype(np.complex64)
+    out.flags.writeable = False  # shared between calls
+    return out
 
 
 @lru_cache(maxsize=16)
@@ -152,11 +195,14 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
     sums = np.empty(6)
     gain = 1.0
     for sigma in levels:
-        fs, ms = bandpass(ffill, sigma), bandpass(mfill, sigma)
+        # fixed's values and spline derivatives, moving's spline
+        # coefficients: one forward transform each
+        fs, fdx, fdy = (a.astype(np.float64)
+                        for a in bandpass_forms(ffill, sigma, ("value", "dx", "dy")))
+        coef = bandpass_forms(mfill, sigma, ("spline",))[0].astype(np.float64)
         # the pixels compared stay the same through a level (an overlap
         # that changed with every step would jitter the solution)
-        valid = fmask & warp_mask(t, mmask, fixed.shape)
-        valid = scipy.ndimage.binary_erosion(valid, iterations=2 + int(EDGE * sigma))
+        valid = _region(fmask, mmask, t, warp_mask, 2 + int(EDGE * sigma))
         if valid.sum() < 64:
             return t, 0.0, total, first or 0.0
         y, x = (a.astype(np.float64) for a in np.nonzero(valid))
@@ -168,8 +214,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         gain_c = np.array([float(np.mean(gain)), 0, 0, 0, 0, 0], dtype=np.float64)
         g0 = gain_c[0]
         fv = fs[valid]
-        fgx, fgy = (a[valid] for a in _spline_gradient(fs))
-        coef = scipy.ndimage.spline_filter(ms, order=3, mode="mirror")
+        fgx, fgy = fdx[valid], fdy[valid]
         design = np.empty((len(x), n))
         for _ in range(max_iters):
             total += 1
@@ -201,15 +246,20 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
     return t, ncc, total, first if first is not None else 0.0
 
 
-def _spline_gradient(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The cubic spline's derivatives (d/dx, d/dy) of ``img`` at its pixels,
-    as the compiled sampler differentiates moving's."""
-    coef = scipy.ndimage.spline_filter(img, order=3, mode="mirror")
-    smooth, diff = np.array([1, 4, 1]) / 6.0, np.array([-0.5, 0.0, 0.5])
-    c1 = scipy.ndimage.correlate1d
-    gx = c1(c1(coef, diff, axis=1, mode="mirror"), smooth, axis=0, mode="mirror")
-    gy = c1(c1(coef, diff, axis=0, mode="mirror"), smooth, axis=1, mode="mirror")
-    return gx, gy
+def _region(fmask: np.ndarray, mmask: np.ndarray, t: Affine, warp_mask,
+            reach: int) -> np.ndarray:
+    """Fixed's pixels where fixed and moving through ``t`` are both valid,
+    ``reach`` px in from every edge (of a mask and of either frame)."""
+    if fmask.all() and mmask.all():
+        # whole frames: an inset rectangle, and moving's frame inset by as
+        # much (the most that ``reach`` px of fixed span in moving)
+        margin = reach * float(np.linalg.norm(t.inverse().linear, 2))
+        valid = warp_mask(t, mmask, fmask.shape, margin=margin)
+        valid[:reach] = valid[-reach:] = False
+        valid[:, :reach] = valid[:, -reach:] = False
+        return valid
+    return scipy.ndimage.binary_erosion(fmask & warp_mask(t, mmask, fmask.shape),
+                                        iterations=reach)
 
 
 def _solve_normal(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
