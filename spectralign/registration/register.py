@@ -96,6 +96,9 @@ SOFT_WIDTH = 0.3
 #: 0.2 d^2), and on the bench's affines 0.03 gives the corner errors of
 #: 0.005 in two thirds of the time.
 POLISH_TOL = 0.03
+#: Images whose sides span twice this many pixels (or blocks) first
+#: finish on block means of 2 x 2.
+PYRAMID_SIDE = 128
 #: Fewest valid pixels a mask may leave.
 MIN_VALID = 256
 
@@ -584,19 +587,38 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
         moving = _soft_threshold(moving, mmask, fixed, fmask, t)
     elif bm and not bf:
         fixed = _soft_threshold(fixed, fmask, moving, mmask, t.inverse())
-    # a big image is finished on block means of f x f pixels (pixel (i, j)
-    # of the shrunk image sits at f i + (f - 1) / 2 of the full one)
+    # a big image is finished on block means of f x f pixels; any image
+    # big enough first settles on block means of twice that, where a step
+    # costs a quarter, so that the full pixels need one or two steps
     f = int(np.ceil(np.sqrt(max(fixed.size, moving.size) / POLISH_PIXELS)))
+    steps = [2 * f, f] if min(*fixed.shape, *moving.shape) >= 2 * f * PYRAMID_SIDE else [f]
+    new, total = t, 0
+    for g in steps:
+        fitted, after, iters, before = _fit_on_blocks(fixed, fmask, moving, mmask, new, model,
+                                                      g, levels if g == f else POLISH_LEVELS)
+        total += iters
+        if after < before:  # the pixels agree better where the fit started
+            if g == steps[0]:
+                return found
+            break
+        new = fitted
+    if float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
+        return found
+    return (new,) + tuple(found[1:4]) + (found[4] + total,)
+
+
+def _fit_on_blocks(fixed, fmask, moving, mmask, t: Affine, model: str, f: int,
+                   levels: tuple[float, ...]):
+    """:func:`~.direct.refine_direct` from ``t`` on block means of ``f x
+    f`` pixels (pixel (i, j) of the shrunk image sits at ``f i + (f - 1) /
+    2`` of the full one); the transform returned is the full images'."""
     to_small = Affine(np.array([[1 / f, 0, -(f - 1) / (2 * f)], [0, 1 / f, -(f - 1) / (2 * f)]]))
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
     new, after, iters, before = refine_direct(
         sf, sfm, sm, smm, to_small @ t @ to_small.inverse(), model, _warp_mask,
         levels=levels, tol=POLISH_TOL / f)
-    new = to_small.inverse() @ new @ to_small
-    if after < before or float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
-        return found
-    return (new,) + tuple(found[1:4]) + (found[4] + iters,)
+    return to_small.inverse() @ new @ to_small, after, iters, before
 
 
 def _is_binary(img: np.ndarray, mask: np.ndarray) -> bool:
