@@ -597,3 +597,39 @@ def test_fourier_mask_fill_matches_normalized_convolution(sem):
     assert near.sum() > 2000
     np.testing.assert_allclose(out[near], ref[near], atol=1e-3)
     np.testing.assert_allclose(out[~mask & (den < 5e-4)], img[mask].mean(), atol=1e-5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), outliers=st.integers(0, 12))
+def test_affine_consensus_is_the_ordered_search(seed, outliers):
+    """The batched affine consensus picks what trying each triple of the
+    heaviest pairs in order picks: the first that nearly all agree with,
+    else the first of the best score; chance matches are let go."""
+    import itertools
+
+    from spectralign.registration.fit import _consensus, determined, fit_transform
+
+    rng = np.random.default_rng(seed)
+    src = rng.uniform(0, 300, (25, 2))
+    truth = Affine(np.array([[1.02, 0.03, 4.0], [-0.02, 0.98, -7.0]]))
+    dst = truth(src) + rng.normal(0, 0.3, src.shape)
+    bad = rng.choice(25, outliers, replace=False)
+    dst[bad] += rng.uniform(5, 40, (outliers, 2)) * rng.choice([-1, 1], (outliers, 2))
+    weights = rng.uniform(0.5, 1.0, 25)
+    heavy = np.argsort(-weights, kind="stable")[:12]
+    best, best_score = None, -1.0
+    for combo in itertools.combinations(heavy, 3):
+        combo = list(combo)
+        if not determined(src[combo], "affine"):
+            continue
+        inl = np.linalg.norm(fit_transform(src[combo], dst[combo], "affine")(src) - dst,
+                             axis=1) <= 1.5
+        score = float(weights[inl].sum())
+        if score > best_score:
+            best, best_score = inl, score
+            if score >= 0.9 * weights.sum():
+                break
+    got = _consensus(src, dst, "affine", weights, 1.5)
+    np.testing.assert_array_equal(got, best)
+    if outliers <= 8:  # the good pairs hold the majority of the heaviest
+        assert not got[bad].any()

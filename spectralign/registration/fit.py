@@ -65,6 +65,8 @@ def _consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray
     Fischler and Bolles 1981): chance matches may be the majority."""
     k = MIN_POINTS[model]
     heavy = np.argsort(-weights, kind="stable")[:top]
+    if model == "affine":
+        return _affine_consensus(src, dst, weights, tol, heavy)
     best, best_score = np.ones(len(src), dtype=bool), -1.0
     total = float(weights.sum())
     for combo in itertools.combinations(heavy, k):
@@ -79,6 +81,28 @@ def _consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray
             if score >= 0.9 * total:
                 break  # nearly all agree: no set can do much better
     return best
+
+
+def _affine_consensus(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, tol: float,
+                      heavy: np.ndarray) -> np.ndarray:
+    """:func:`_consensus` for affines, every triple at once: the same
+    choice as trying them in order (the first that nearly all agree
+    with, else the first of the best score), solved as one batch."""
+    combos = np.array(list(itertools.combinations(heavy, 3)), dtype=np.intp).reshape(-1, 3)
+    tri = src[combos]  # (C, 3, 2)
+    spread = np.linalg.svd(tri - tri.mean(axis=1, keepdims=True), compute_uv=False)
+    ok = (spread[:, 1] > 1e-6 * np.maximum(spread[:, 0], 1.0)) & (spread[:, 1] > 1.0)
+    if not ok.any():
+        return np.ones(len(src), dtype=bool)
+    combos, tri = combos[ok], tri[ok]
+    ones = np.ones(tri.shape[:2] + (1,))
+    # [x y 1] @ coefficients = dst, three points: exact
+    coef = np.linalg.solve(np.concatenate([tri, ones], axis=2), dst[combos])  # (C, 3, 2)
+    moved = np.concatenate([src, np.ones((len(src), 1))], axis=1) @ coef  # (C, N, 2)
+    inliers = np.linalg.norm(moved - dst, axis=2) <= tol
+    scores = inliers @ weights
+    near = np.flatnonzero(scores >= 0.9 * float(weights.sum()))
+    return inliers[near[0] if len(near) else int(np.argmax(scores))]
 
 
 def robust_fit(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray,
