@@ -637,7 +637,7 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     new, total = t, 0
     for g in steps:
         fitted, after, iters, before = _fit_on_blocks(fixed, fmask, moving, mmask, new, model,
-                                                      g, levels if g == f else POLISH_LEVELS)
+                                                      g, levels)
         total += iters
         if after < before:  # the pixels agree better where the fit started
             if g == steps[0]:
@@ -678,10 +678,12 @@ def _soft_threshold(gray: np.ndarray, gmask: np.ndarray, binimg: np.ndarray,
     valid = gmask & _warp_mask(t.inverse(), bmask, gray.shape)
     if valid.sum() < MIN_VALID:
         return gray
-    back = resample(_spline(binimg, bmask), t.inverse(), gray.shape)[valid]
+    # the binary image's own pixels over the overlap (no resampling: a
+    # fraction of the area is all that is read off them)
+    back = binimg[bmask & _warp_mask(t, gmask, binimg.shape)]
     g = gray[valid].astype(np.float64)
     spread = float(np.std(g))
-    if spread == 0 or np.std(back) == 0:
+    if spread == 0 or back.size == 0 or back.min() == back.max():
         return gray
     bright = float(np.mean(back > 0.5 * (back.min() + back.max())))
     level = np.quantile(g, 1 - bright)
