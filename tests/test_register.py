@@ -633,3 +633,27 @@ def test_affine_consensus_is_the_ordered_search(seed, outliers):
     np.testing.assert_array_equal(got, best)
     if outliers <= 8:  # the good pairs hold the majority of the heaviest
         assert not got[bad].any()
+
+
+@pytest.mark.parametrize("f", [2, 3, 5])
+def test_block_means_over_valid_pixels(f):
+    """Block means by strided sums are the reshaped reduction's, over the
+    valid pixels only, and a block with any invalid pixel is invalid."""
+    from spectralign.registration.register import _shrink
+
+    rng = np.random.default_rng(f)
+    img = rng.random((101, 97)).astype(np.float32)
+    mask = rng.random(img.shape) > 0.1
+    h, w = 101 // f * f, 97 // f * f
+
+    def blocks(a):
+        return a[:h, :w].reshape(h // f, f, w // f, f)
+
+    small, valid = _shrink(img, mask, f)
+    count = blocks(mask).sum(axis=(1, 3))
+    np.testing.assert_allclose(small, blocks(np.where(mask, img, 0)).sum(axis=(1, 3))
+                               / np.maximum(count, 1), rtol=1e-6)
+    np.testing.assert_array_equal(valid, blocks(mask).all(axis=(1, 3)))
+    whole, ok = _shrink(img, np.ones(img.shape, bool), f)
+    np.testing.assert_allclose(whole, blocks(img).mean(axis=(1, 3)), rtol=1e-6)
+    assert ok.all() and whole.shape == (h // f, w // f)
