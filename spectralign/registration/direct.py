@@ -29,6 +29,11 @@ LEVELS = (2.0, 1.0)
 #: Pixels within this many sigmas of an edge are left out (the band-pass
 #: reaches across the edge differently in the two images).
 EDGE = 8
+#: The design matrix's precision: single halves the normal equations'
+#: time, and the bench's errors stay within 2 % (corner errors of 0.0064
+#: and 0.0065 px on the 384 px affine; the steps iterate to the same
+#: fixed point).
+DESIGN_DTYPE = np.float32
 
 
 def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -215,7 +220,8 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         g0 = gain_c[0]
         fv = fs[valid]
         fgx, fgy = fdx[valid], fdy[valid]
-        design = np.empty((len(x), n))
+        design = np.empty((len(x), n), dtype=DESIGN_DTYPE)
+        fv32 = fv.astype(DESIGN_DTYPE)
         for _ in range(max_iters):
             total += 1
             inv = np.ascontiguousarray(t.inverse().matrix, dtype=np.float64)
@@ -225,7 +231,8 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                 first = _ncc_sums(sums)
             if sums[0] < 64:
                 return t, 0.0, total, first or 0.0
-            z = _solve_normal(design.T @ design, design.T @ fv)
+            z = _solve_normal((design.T @ design).astype(np.float64),
+                              (design.T @ fv32).astype(np.float64))
             g0 = z[k]
             if abs(g0) < 1e-12:
                 return t, 0.0, total, first or 0.0
