@@ -97,10 +97,12 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
     h2, w2 = moving.shape
     shape = (scipy.fft.next_fast_len(h1 + h2 - 1, real=True),
              scipy.fft.next_fast_len(w1 + w2 - 1, real=True))
-    n = moving_mask.astype(np.float64)
-    g = np.where(moving_mask, moving, 0.0)
+    # single precision: the values are centred below, and a placement
+    # needs its peak to a pixel, not the coefficient to eight digits
+    n = moving_mask.astype(np.float32)
+    g = np.where(moving_mask, moving, 0.0).astype(np.float32)
     # centre the values: the sums below subtract large, nearly equal numbers
-    g = np.where(moving_mask, g - g[moving_mask].mean(), 0.0)
+    g = np.where(moving_mask, g - g[moving_mask].mean(), np.float32(0))
     workers = fft_workers(shape)
     rf = lambda a: scipy.fft.rfft2(a, shape, workers=workers)  # noqa: E731
     # correlation of a (fixed side) with b (moving side) at shift s:
@@ -109,32 +111,33 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
     if cache is not None and shape in cache:
         M, F, F2 = cache[shape]
     else:
-        m = fixed_mask.astype(np.float64)
-        f = np.where(fixed_mask, fixed, 0.0)
-        f = np.where(fixed_mask, f - f[fixed_mask].mean(), 0.0)
+        m = fixed_mask.astype(np.float32)
+        f = np.where(fixed_mask, fixed, 0.0).astype(np.float32)
+        f = np.where(fixed_mask, f - f[fixed_mask].mean(), np.float32(0))
         M, F, F2 = rf(m), rf(f), rf(f * f)
         if cache is not None:
             cache[shape] = (M, F, F2)
     N, G, G2 = (np.conj(rf(b)) for b in (n, g, g * g))
-    back = lambda a: scipy.fft.irfft2(a, shape, workers=workers)  # noqa: E731
+    # shifts run from -(H2 - 1) to H1 - 1: the transforms hold the negative
+    # ones at the far end, rolled in front once the sums are combined
+    back = lambda a: scipy.fft.irfft2(a, shape, workers=workers).astype(np.float64)  # noqa: E731
     count = np.round(back(M * N))
     sf, sg = back(F * N), back(M * G)
     sff, sgg, sfg = back(F2 * N), back(M * G2), back(F * G)
-    # shifts run from -(H2 - 1) to H1 - 1: roll the negative ones in front
-    def crop(a):
-        a = np.roll(a, (h2 - 1, w2 - 1), axis=(0, 1))
-        return a[:h1 + h2 - 1, :w1 + w2 - 1]
-    count, sf, sg, sff, sgg, sfg = map(crop, (count, sf, sg, sff, sgg, sfg))
     ok = count >= max(min_overlap, 2.0)
     c = np.where(ok, count, 1.0)
     num = sfg - sf * sg / c
     var_f = sff - sf * sf / c
     var_g = sgg - sg * sg / c
-    floor = 1e-9 * max(float(var_f.max(initial=0)), float(var_g.max(initial=0)), 1e-30)
+    floor = 1e-6 * max(float(var_f.max(initial=0)), float(var_g.max(initial=0)), 1e-30)
     ok &= (var_f > floor) & (var_g > floor)
     with np.errstate(invalid="ignore", divide="ignore"):
         ncc = np.where(ok, num / np.sqrt(np.maximum(var_f * var_g, 1e-300)), 0.0)
-    return np.clip(ncc, -1.0, 1.0), count
+
+    def crop(a):
+        a = np.roll(a, (h2 - 1, w2 - 1), axis=(0, 1))
+        return a[:h1 + h2 - 1, :w1 + w2 - 1]
+    return np.clip(crop(ncc), -1.0, 1.0), crop(count)
 
 
 def ncc_peaks(ncc: np.ndarray, moving_shape: tuple[int, int], k: int = 3,
