@@ -365,7 +365,8 @@ Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
             d = reg.to_dict()
             print(f"{Path(m).name} -> {Path(f).name}: {args.model}, angle {d['angle_deg']:.3f} "
                   f"deg, scale {d['scale']:.4f}, shift ({d['shift'][0]:.2f}, "
-                  f"{d['shift'][1]:.2f}) px; SNR {reg.snr:.1f}, NCC {reg.ncc:.3f}, "
+                  f"{d['shift'][1]:.2f}) px; SNR {reg.snr:.1f}, NCC {reg.ncc:.3f} "
+                  f"(detail {reg.detail_ncc:.3f}), "
                   f"overlap {reg.overlap:.0%}, {reg.windows} windows")
     if args.json:
         Path(args.json).write_text(json.dumps(rows[0] if not batch else rows, indent=1,

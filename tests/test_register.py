@@ -376,8 +376,8 @@ def test_a_big_image_is_finished_on_block_means(sem):
 def test_noise_degrades_honestly(sem, noise, seed):
     """As white noise rises past the texture's own contrast the result may
     grow less precise, but never silently: a result without a warning is
-    within 0.15 px, and where the SNR falls below the threshold a warning
-    says so (or NoOverlapError is raised)."""
+    within 0.15 px, and where the SNR or the pixels' correlation falls
+    below its threshold a warning says so (or NoOverlapError is raised)."""
     from spectralign.errors import SpectralignWarning
 
     rng = np.random.default_rng(seed)
@@ -394,7 +394,8 @@ def test_noise_degrades_honestly(sem, noise, seed):
         except NoOverlapError:
             return
     warned = any(issubclass(w.category, SpectralignWarning) for w in caught)
-    assert warned == (reg.snr < spectralign.registration.SNR_THRESHOLD)
+    assert warned == (reg.snr < spectralign.registration.SNR_THRESHOLD
+                      or reg.detail_ncc < spectralign.registration.NCC_THRESHOLD)
     if not warned:
         assert corner_error(reg.transform, truth, 128) < 0.15
     else:
@@ -657,3 +658,31 @@ def test_block_means_over_valid_pixels(f):
     whole, ok = _shrink(img, np.ones(img.shape, bool), f)
     np.testing.assert_allclose(whole, blocks(img).mean(axis=(1, 3)), rtol=1e-6)
     assert ok.all() and whole.shape == (h // f, w // f)
+
+
+@pytest.mark.parametrize("model", ["similarity", "affine"])
+@pytest.mark.parametrize("section", [5, 10, 20])
+def test_the_next_section_is_never_a_silent_answer(model, section):
+    """Neighbouring serial TEM sections share structure but not pixels:
+    their windows agree (SNR 9-11) on transforms 6-40 px off the known turn
+    and scale.  The pixels' low correlation must say so in a warning; the
+    same section, turned alike, is found with none."""
+    import imagecodecs
+
+    from spectralign.errors import SpectralignWarning
+
+    fixed, nxt = (imagecodecs.imread(shared("sstem_stack", f"{k}.png")).astype(np.float64) / 255
+                  for k in (section, section + 1))
+    truth = about_centre(Affine.rotator(np.radians(7.0)) @ Affine.scaler(1.05), 512)
+    moving = sample(nxt, truth, 512)
+    mask = sample(np.ones_like(nxt), truth, 512) > 0.999
+    with pytest.warns(SpectralignWarning, match="detail correlates at only"):
+        reg = register(fixed, moving, model=model, moving_mask=mask)
+    assert reg.detail_ncc < spectralign.registration.NCC_THRESHOLD
+    # the same section is found to a hundredth of a pixel, with no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = register(fixed, sample(fixed, truth, 512), model=model, moving_mask=mask)
+    assert corner_error(same.transform, truth, 512) < 0.05

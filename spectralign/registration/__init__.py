@@ -1,6 +1,6 @@
 """Registration of two whole images with no prior (rotation, scale, masks)."""
 
 from .denoise import DENOISERS
-from .register import MODELS, SNR_THRESHOLD, Registration, register
+from .register import MODELS, NCC_THRESHOLD, SNR_THRESHOLD, Registration, register
 
-__all__ = ["register", "Registration", "SNR_THRESHOLD", "DENOISERS", "MODELS"]
+__all__ = ["register", "Registration", "SNR_THRESHOLD", "NCC_THRESHOLD", "DENOISERS", "MODELS"]

@@ -46,10 +46,16 @@ from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
 
-__all__ = ["register", "Registration", "SNR_THRESHOLD", "MODELS"]
+__all__ = ["register", "Registration", "SNR_THRESHOLD", "NCC_THRESHOLD", "MODELS"]
 
 #: A :attr:`Registration.snr` below this means the result is not to be trusted.
 SNR_THRESHOLD = 6.0
+#: A :attr:`Registration.detail_ncc` below this warns too: the pixels
+#: say the images differ, whatever the windows found (on the bench the
+#: correct results reach 0.67 and more, under noise of 0.2 of the range;
+#: neighbouring serial TEM sections, whose content changes, 0.10-0.25,
+#: where their windows agree with SNR 9-11 on transforms 6-40 px off).
+NCC_THRESHOLD = 0.4
 #: Windows whose correlation peak has a lower SNR take no part in the fit
 #: (small noisy windows that match reach 4 to 6; the robust fit sorts out
 #: the chance matches among them).
@@ -117,12 +123,14 @@ class Registration:
         Median signal-to-noise ratio of the correlation peaks of the
         spectral windows that agreed on the transform.  Below
         :data:`SNR_THRESHOLD` (6) the result is not to be trusted (a
-        :class:`~spectralign.errors.SpectralignWarning` says so); unrelated
-        images give 3 to 5.
+        :class:`~spectralign.errors.SpectralignWarning` says so); the
+        windows of unrelated images reach 4 to 6.5, but too few of them
+        agree on one transform (:class:`~spectralign.errors.NoOverlapError`).
     ncc : float
         Correlation coefficient of fixed and :meth:`warp` over the pixels
         valid in both (every other pixel each way in images over 256 x
-        256): the pixels' own verdict (1: identical up to gain and offset).
+        256): the pixels' own verdict (1: identical up to gain and offset;
+        shading that one image has and the other lacks lowers it).
     overlap : float
         Fraction of fixed's valid pixels that moving's valid pixels cover.
     windows : int
@@ -133,6 +141,13 @@ class Registration:
         (sparse content under heavy noise: :attr:`snr` then warns too).
     iterations : int
         Refinement steps taken.
+    detail_ncc : float
+        Correlation coefficient of the two images' detail (band-passed to
+        1-8 px: the pixels' fit's view, where shading and pixel noise weigh
+        little) over the overlap at the result.  Below
+        :data:`NCC_THRESHOLD` a warning says the images differ (changed
+        content, such as the next serial section, or overwhelming noise):
+        windows that agree can still be off there.
     """
 
     transform: Affine
@@ -143,6 +158,7 @@ class Registration:
     windows: int
     residual: float
     iterations: int
+    detail_ncc: float
     _fixed: np.ndarray = field(repr=False)
     _moving: np.ndarray = field(repr=False)
     _fixed_mask: np.ndarray = field(repr=False)
@@ -185,7 +201,8 @@ class Registration:
                 "snr": self.snr, "ncc": self.ncc, "overlap": self.overlap,
                 "windows": self.windows,
                 "residual": self.residual if np.isfinite(self.residual) else None,
-                "iterations": self.iterations}
+                "iterations": self.iterations,
+                "detail_ncc": self.detail_ncc if np.isfinite(self.detail_ncc) else None}
 
 
 # -- inputs ------------------------------------------------------------------
@@ -582,7 +599,7 @@ def _refine(frames: _Frames, t: Affine, model: str, max_iters: int = 8):
         t = new
         if moved < 1e-3:
             break
-    return (frames.full(t), snr, kept, residual * frames.factor, it), best_snr
+    return (frames.full(t), snr, kept, residual * frames.factor, it, float("nan")), best_snr
 
 
 def _agreeing(model: str) -> int:
@@ -652,14 +669,16 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
         fitted, after, iters, before = _fit_on_blocks(fixed, fmask, moving, mmask, new, model,
                                                       g, levels)
         total += iters
+        detail = after
         if after < before:  # the pixels agree better where the fit started
+            detail = before
             if g == steps[0]:
-                return found
+                return tuple(found[:5]) + (detail,)
             break
         new = fitted
     if float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
-        return found
-    return (new,) + tuple(found[1:4]) + (found[4] + total,)
+        return tuple(found[:5]) + (float("nan"),)
+    return (new,) + tuple(found[1:4]) + (found[4] + total, detail)
 
 
 def _fit_on_blocks(fixed, fmask, moving, mmask, t: Affine, model: str, f: int,
@@ -716,17 +735,17 @@ def _direct(fixed, fmask, moving, mmask, starts, model: str, frames: _Frames):
         # count one per 4 x 4 px
         z = ncc * np.sqrt(valid.sum() / 16.0)
         if z > best_z:
-            best, best_z = (t, iters), z
+            best, best_z = (t, iters, ncc), z
     if best is None:
         return None
-    t, iters = best
+    t, iters, ncc = best
     measured = _measure(frames.fill, frames.fmask, frames.coef, frames.mmask,
                         frames.shrunk(t), model)
     if measured is None:
-        return t, 0.0, 0, float("nan"), iters
+        return t, 0.0, 0, float("nan"), iters, ncc
     _, _, snrs, good, _ = measured
     snr = float(np.median(snrs[good] if good.any() else snrs))
-    return t, snr, int(good.sum()), float("nan"), iters
+    return t, snr, int(good.sum()), float("nan"), iters, ncc
 
 
 def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any = None,
@@ -800,11 +819,7 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
             f"the best window reached SNR {best_snr:.1f}. Check that the images overlap by "
             f"at least a quarter of their area, try denoise='gaussian' for very noisy "
             f"images, or mask out regions that differ.", best_snr=best_snr)
-    if found[1] < SNR_THRESHOLD:
-        warnings.warn(f"register: the windows' median SNR {found[1]:.1f} is below "
-                      f"{SNR_THRESHOLD:g}; check the result by eye "
-                      f"(Registration.difference()).", SpectralignWarning, stacklevel=2)
-    t, snr, kept, residual, iters = found
+    t, snr, kept, residual, iters, detail = found
     mcoef = _spline(m_img, mmask)
     valid = _overlap(t, fmask, mmask)
     # every other pixel of a big image tells the coefficient as well
@@ -813,7 +828,18 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     warped = resample(mcoef, Affine.scaler(1.0 / k) @ t, sub.shape)
     a, b = f_img[::k, ::k][sub].astype(np.float64), warped[sub].astype(np.float64)
     ncc = float(np.corrcoef(a, b)[0, 1]) if sub.sum() > 2 and a.std() > 0 and b.std() > 0 else 0.0
+    doubts = []
+    if snr < SNR_THRESHOLD:
+        doubts.append(f"the windows' median SNR {snr:.1f} is below {SNR_THRESHOLD:g}")
+    if detail < NCC_THRESHOLD:
+        doubts.append(f"the aligned images' detail correlates at only {detail:.2f} (below "
+                      f"{NCC_THRESHOLD:g}: heavy noise, or content that differs, such as the "
+                      f"next section)")
+    if doubts:
+        warnings.warn(f"register: {' and '.join(doubts)}; check the result by eye "
+                      f"(Registration.difference()).", SpectralignWarning, stacklevel=2)
     return Registration(transform=t, model=model, snr=snr, ncc=ncc,
                         overlap=float(valid.sum() / fmask.sum()), windows=kept,
-                        residual=residual, iterations=iters, _fixed=f_img, _moving=m_img,
+                        residual=residual, iterations=iters, detail_ncc=detail,
+                        _fixed=f_img, _moving=m_img,
                         _fixed_mask=fmask, _moving_mask=mmask)
