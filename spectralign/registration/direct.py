@@ -72,10 +72,13 @@ def bandpass_forms(img: np.ndarray, sigma: float, forms: tuple[str, ...]) -> lis
     workers = fft_workers(shape)
     spec = scipy.fft.rfft2(padded, shape, workers=workers)
     spec *= _dog(shape, float(sigma))
-    filters = [_form(shape, f) for f in forms]
-    stack = np.stack([spec if f is None else spec * f for f in filters])
-    out = scipy.fft.irfft2(stack, shape, axes=(-2, -1), workers=workers)
-    return [a[pad:pad + h, pad:pad + w] for a in out]
+    # one inverse transform a form (a stacked one takes twice as long)
+    out = []
+    for form in forms:
+        f = _form(shape, form)
+        back = scipy.fft.irfft2(spec if f is None else spec * f, shape, workers=workers)
+        out.append(back[pad:pad + h, pad:pad + w])
+    return out
 
 
 @lru_cache(maxsize=32)
@@ -202,8 +205,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
     for sigma in levels:
         # fixed's values and spline derivatives, moving's spline
         # coefficients: one forward transform each
-        fs, fdx, fdy = (a.astype(np.float64)
-                        for a in bandpass_forms(ffill, sigma, ("value", "dx", "dy")))
+        fs, fdx, fdy = bandpass_forms(ffill, sigma, ("value", "dx", "dy"))
         coef = bandpass_forms(mfill, sigma, ("spline",))[0].astype(np.float64)
         # the pixels compared stay the same through a level (an overlap
         # that changed with every step would jitter the solution)
@@ -218,8 +220,8 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         # last level's): a quadratic surface's coefficients
         gain_c = np.array([float(np.mean(gain)), 0, 0, 0, 0, 0], dtype=np.float64)
         g0 = gain_c[0]
-        fv = fs[valid]
-        fgx, fgy = fdx[valid], fdy[valid]
+        fv = fs[valid].astype(np.float64)
+        fgx, fgy = fdx[valid].astype(np.float64), fdy[valid].astype(np.float64)
         design = np.empty((len(x), n), dtype=DESIGN_DTYPE)
         fv32 = fv.astype(DESIGN_DTYPE)
         for _ in range(max_iters):
