@@ -686,3 +686,25 @@ def test_the_next_section_is_never_a_silent_answer(model, section):
         warnings.simplefilter("error")
         same = register(fixed, sample(fixed, truth, 512), model=model, moving_mask=mask)
     assert corner_error(same.transform, truth, 512) < 0.05
+
+
+def test_register_starts_loading_the_compiled_matching_loops():
+    """register() loads numba for its own loops, so the windows' compiled
+    loops start loading at its first call (in the background), not after
+    two seconds of matching; a fresh process shows it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import time, numpy as np, scipy.ndimage as ndi, spectralign\n"
+        "from spectralign.match import loader\n"
+        "img = ndi.gaussian_filter(np.random.default_rng(0).random((200, 200)), 2)\n"
+        "before = loader.ready()\n"
+        "spectralign.register(img[20:148, 20:148], img[24:152, 17:145], 'translation')\n"
+        "t = time.time()\n"
+        "while not loader.ready() and time.time() - t < 120:\n"
+        "    time.sleep(0.05)\n"
+        "print(before, loader.ready())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.split() == ["False", "True"], out.stderr

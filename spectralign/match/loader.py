@@ -26,7 +26,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["ready", "spent", "wait", "LOAD_AFTER"]
+__all__ = ["ready", "spent", "start", "wait", "LOAD_AFTER"]
 
 #: Seconds of matching with numpy after which the compiled loops are loaded.
 LOAD_AFTER = 2.0
@@ -91,6 +91,14 @@ def spent(seconds: float) -> None:
         due = _seconds[0] >= LOAD_AFTER
     if due:
         _start()
+
+
+def start() -> bool:
+    """Start loading the compiled loops now, on the background thread,
+    without waiting: for callers that load numba for loops of their own
+    anyway (whole-image registration), so that the wait for numba is paid
+    already.  False where numba is missing."""
+    return _done.is_set() or _start()
 
 
 def wait(timeout: float | None = None) -> bool:

@@ -39,6 +39,7 @@ import scipy.ndimage
 from ..affine import Affine
 from ..errors import ImageDimensionError, MaskError, NoOverlapError, SpectralignWarning
 from ..io.image import Image
+from ..match import loader as _loader
 from ..match.matcher import Matcher
 from .denoise import denoise_image
 from .direct import bandpass, refine_direct, resample
@@ -803,6 +804,10 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     if model not in MODELS:
         raise ValueError(f"Expected model as one of {', '.join(map(repr, MODELS))}. "
                          f"Got {model!r} instead.")
+    # the pixels' fit runs compiled loops of its own: numba is loaded
+    # anyway, so the windows' compiled loops start loading now (in the
+    # background) rather than after two seconds of matching
+    _loader.start()
     f_img, f_ok = _as_gray(fixed, "fixed")
     m_img, m_ok = _as_gray(moving, "moving")
     fmask = _as_mask(fixed_mask, f_img.shape, f_ok, "fixed_mask")
