@@ -35,7 +35,9 @@ blocks show content (H&E and the fluorescence tile are half blank, and no
 method aligns two blank crops); the same pairs go to every method.
 
 Peers run in ``benchmarks/.peer-env`` (``register_peers.py``); their time
-and ours are per pair, wall clock, after a warm-up pair.
+and ours are per pair, wall clock, after a warm-up pair.  The methods take
+turns on chunks of ``--chunk`` pairs (10), so that the shared machine's
+slow and fast stretches fall on all of them alike.
 
 Usage: ``python benchmarks/bench_register.py [--quick] [--tasks rotation,affine,...]``
 """
@@ -318,6 +320,8 @@ def main(argv=None):
     ap.add_argument("--tasks", default=",".join(TASKS),
                     help=f"comma-separated, of {', '.join(TASKS)} (default all)")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--chunk", type=int, default=10,
+                    help="pairs each method runs before the next takes its turn (0: all)")
     args = ap.parse_args(argv)
     count = 20 if args.quick else 100
     srcs = sources()
@@ -336,12 +340,23 @@ def main(argv=None):
             if task == "denoise":
                 from spectralign.registration.denoise import DENOISERS
 
-                runs = [(f"denoise={name}", *run_ours(model, pairs, denoise=name))
-                        for name in [None, *DENOISERS]]
+                runners = [(f"denoise={name}", lambda ps, d=name: run_ours(model, ps, denoise=d))
+                           for name in [None, *DENOISERS]]
             else:
-                runs = [(f"spectralign {model}", *run_ours(model, pairs, masked=task == "masked"))]
+                runners = [(f"spectralign {model}",
+                            lambda ps: run_ours(model, ps, masked=task == "masked"))]
             if peers:
-                runs += [(m, *run_peer(m, pairs)) for m in peer_methods]
+                runners += [(m, lambda ps, m=m: run_peer(m, ps)) for m in peer_methods]
+            # every method in turn on each chunk of pairs: the machine's
+            # slow and fast stretches fall on all of them alike
+            done = {name: ([], []) for name, _ in runners}
+            step = args.chunk or len(pairs)
+            for start in range(0, len(pairs), step):
+                for name, run in runners:
+                    ests, secs = run(pairs[start:start + step])
+                    done[name][0].extend(ests)
+                    done[name][1].extend(secs)
+            runs = [(name, ests, np.array(secs)) for name, (ests, secs) in done.items()]
             for name, ests, secs in runs:
                 e = score(task, pairs, ests)
                 ok = e <= tol
