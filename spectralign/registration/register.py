@@ -575,9 +575,10 @@ def _refine(frames: _Frames, t: Affine, model: str, max_iters: int = 8):
     """Spectral windows and robust fits from ``t`` (full images) until it
     settles, on ``frames``.
 
-    Returns (transform, snr, windows, residual, iterations), or None when no
-    window could be matched (with the best SNR seen); the transform and
-    the residual are the full images'."""
+    Returns (transform, snr, windows, residual, iterations, NaN) (the
+    last, the pixels' detail correlation, is :func:`_polish`'s to fill), or
+    None when no window could be matched (with the best SNR seen); the
+    transform and the residual are the full images'."""
     h, w = frames.fill.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
     best_snr = 0.0
@@ -615,8 +616,8 @@ def _best(fixed, fmask, moving, mmask, model: str):
     search every angle and refine its two best; if still none does,
     fit all the pixels from each of those starts (:mod:`.direct`).
 
-    Returns (transform, snr, windows, residual, iterations) or None, and
-    the best window SNR seen."""
+    Returns (transform, snr, windows, residual, iterations, detail
+    correlation) or None, and the best window SNR seen."""
     best, best_snr, starts = None, 0.0, []
     frames = _frames(fixed, fmask, moving, mmask)
     for search in (_coarse, _parts, _search):
@@ -638,10 +639,13 @@ def _best(fixed, fmask, moving, mmask, model: str):
 
 def _polish(fixed, fmask, moving, mmask, found, model: str):
     """The windows' estimate finished by all the pixels (one level, 1 px
-    band-pass): each window's peak carries its own noise, and windows on a
-    few patches of content leave an affine's far corners loose; the whole
-    overlap settles both.  Kept where the pixels agree better than at the
-    windows' estimate and it has not run off (a tenth of the image)."""
+    band-pass; on 2 x 2 block means first where the images are big enough):
+    each window's peak carries its own noise, and windows on a few patches
+    of content leave an affine's far corners loose; the whole overlap
+    settles both.  Kept where the pixels agree better than at the windows'
+    estimate and it has not run off (a tenth of the image).  The last of
+    the tuple returned is the band-passed images' correlation at the
+    transform returned (:attr:`Registration.detail_ncc`)."""
     t = found[0]
     h, w = fixed.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
@@ -665,11 +669,13 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     # costs a quarter, so that the full pixels need one or two steps
     f = int(np.ceil(np.sqrt(max(fixed.size, moving.size) / POLISH_PIXELS)))
     steps = [2 * f, f] if min(*fixed.shape, *moving.shape) >= 2 * f * PYRAMID_SIDE else [f]
-    new, total = t, 0
+    # the pixels' detail correlation goes with the transform returned
+    new, total, at_start = t, 0, None
     for g in steps:
         fitted, after, iters, before = _fit_on_blocks(fixed, fmask, moving, mmask, new, model,
                                                       g, levels)
         total += iters
+        at_start = before if at_start is None else at_start
         detail = after
         if after < before:  # the pixels agree better where the fit started
             detail = before
@@ -678,7 +684,7 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
             break
         new = fitted
     if float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
-        return tuple(found[:5]) + (float("nan"),)
+        return tuple(found[:5]) + (at_start,)  # the pixels ran off: the windows' estimate
     return (new,) + tuple(found[1:4]) + (found[4] + total, detail)
 
 
