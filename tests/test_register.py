@@ -708,3 +708,29 @@ def test_register_starts_loading_the_compiled_matching_loops():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_block_frames_map_full_pixels_to_block_centres(sem):
+    """The windows' frames of an image of 256 px and more are 2 x 2 block
+    means; a transform carried to them and back is unchanged, block (i, j)
+    sits at full pixel (2 j + 0.5, 2 i + 0.5), and a shift of the full
+    images by an even number of pixels is half as many blocks, as the
+    block means themselves show."""
+    from spectralign.registration.register import _frames, _shrink
+
+    img = sem[:300, :280]
+    ok = np.ones(img.shape, bool)
+    frames = _frames(img, ok, img, ok)
+    assert frames.factor == 2 and frames.fill.shape == (150, 140)
+    np.testing.assert_allclose(frames.fill[10, 12], img[20:22, 24:26].mean(), rtol=1e-5)
+    t = about_centre(Affine.rotator(0.1) @ Affine.scaler(1.05), 280, (3.0, -2.0))
+    np.testing.assert_allclose(frames.full(frames.shrunk(t)).matrix, t.matrix, atol=1e-12)
+    np.testing.assert_allclose(frames.to_small(np.array([[2 * 7 + 0.5, 2 * 5 + 0.5]])), [[7, 5]])
+    # moving(x, y) = fixed(x - 4, y + 6): moving -> fixed is a shift of
+    # (-4, 6) px, and block (i, j) of moving is block (i + 3, j - 2) of fixed
+    moving = np.roll(img, (-6, 4), axis=(0, 1))
+    shift = frames.shrunk(Affine.translator((-4.0, 6.0)))
+    np.testing.assert_allclose(shift.matrix, Affine.translator((-2.0, 3.0)).matrix, atol=1e-12)
+    small_f, _ = _shrink(img, ok, 2)
+    small_m, _ = _shrink(moving, ok, 2)
+    np.testing.assert_allclose(small_m[10:100, 10:100], small_f[13:103, 8:98], rtol=1e-6)
