@@ -763,6 +763,29 @@ def test_odd_sized_frames_through_the_block_means(sem, model, lin):
     assert reg.detail_ncc > 0.95
 
 
+def honeycomb_pair(centre, matrix):
+    """Two 200 px crops of the fluorescence tile (blurred as by optics),
+    moving through ``matrix`` (moving -> fixed) about ``centre``, with
+    white noise of 0.03: fixed, moving and the truth."""
+    import tifffile
+
+    fl = tifffile.imread(shared("fluorescence_pair", "tile0.tif")).astype(np.float64)
+    fl = ndi.gaussian_filter(fl / np.percentile(fl, 99.9), 0.8)
+    truth = Affine(np.array(matrix))
+    at = Affine.translator(centre) @ Affine.translator((-99.5, -99.5))
+    rng = np.random.default_rng(0)
+    fixed, moving = (sample(fl, a, 200) + rng.normal(0, 0.03, (200, 200)).astype(np.float32)
+                     for a in (at, at @ truth))
+    return fixed, moving, truth
+
+
+def overlap_points(truth: Affine, n: int = 200) -> np.ndarray:
+    """A 9 x 9 grid of moving's points that ``truth`` keeps inside fixed."""
+    g = np.linspace(0, n - 1, 9)
+    pts = np.stack(np.meshgrid(g, g), -1).reshape(-1, 2)
+    return pts[((truth(pts) >= 0) & (truth(pts) <= n - 1)).all(axis=1)]
+
+
 @pytest.mark.parametrize("centre, matrix", [
     ((505.645, 317.392), [[1.088842, -0.004702, -8.371911], [0.004702, 1.088842, 58.000673]]),
 ])
@@ -775,18 +798,9 @@ def test_a_pattern_matched_a_period_off_is_doubted(centre, matrix):
     one (without that search this pair comes out 60 px off; on other such
     pairs the parts hold no better candidate either, and a warning is all
     there is to give)."""
-    import tifffile
-
-    fl = tifffile.imread(shared("fluorescence_pair", "tile0.tif")).astype(np.float64)
-    fl = ndi.gaussian_filter(fl / np.percentile(fl, 99.9), 0.8)
-    truth = Affine(np.array(matrix))
-    at = Affine.translator(centre) @ Affine.translator((-99.5, -99.5))
-    rng = np.random.default_rng(0)
-    fixed, moving = (sample(fl, a, 200) + rng.normal(0, 0.03, (200, 200)).astype(np.float32)
-                     for a in (at, at @ truth))
+    fixed, moving, truth = honeycomb_pair(centre, matrix)
     reg = register(fixed, moving, model="similarity")
-    inside = np.stack(np.meshgrid(np.linspace(0, 199, 9), np.linspace(0, 199, 9)), -1).reshape(-1, 2)
-    inside = inside[((truth(inside) >= 0) & (truth(inside) <= 199)).all(axis=1)]
+    inside = overlap_points(truth)
     assert np.abs(reg.transform(inside) - truth(inside)).max() < 1.0
     assert reg.detail_ncc > 0.95
 
@@ -801,24 +815,16 @@ def test_a_pattern_off_its_place_is_never_silent(centre, matrix):
     overlapping crops: the result is the known transform with no warning,
     or a warning names the repeating pattern (the first pair: the windows
     agree 26 px along the edge, and no candidate holds the truth)."""
-    import tifffile
     import warnings
 
     from spectralign.errors import SpectralignWarning
 
-    fl = tifffile.imread(shared("fluorescence_pair", "tile0.tif")).astype(np.float64)
-    fl = ndi.gaussian_filter(fl / np.percentile(fl, 99.9), 0.8)
-    truth = Affine(np.array(matrix))
-    at = Affine.translator(centre) @ Affine.translator((-99.5, -99.5))
-    rng = np.random.default_rng(0)
-    fixed, moving = (sample(fl, a, 200) + rng.normal(0, 0.03, (200, 200)).astype(np.float32)
-                     for a in (at, at @ truth))
+    fixed, moving, truth = honeycomb_pair(centre, matrix)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         reg = register(fixed, moving, model="similarity")
     warned = [str(w.message) for w in caught if issubclass(w.category, SpectralignWarning)]
-    inside = np.stack(np.meshgrid(np.linspace(0, 199, 9), np.linspace(0, 199, 9)), -1).reshape(-1, 2)
-    inside = inside[((truth(inside) >= 0) & (truth(inside) <= 199)).all(axis=1)]
+    inside = overlap_points(truth)
     right = np.abs(reg.transform(inside) - truth(inside)).max() < 1.0
     assert (right and not warned) or (not right and any("repeating pattern" in w
                                                         for w in warned))
