@@ -43,8 +43,9 @@ def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
     padding beyond the frame would otherwise fold shading (vignetting) into
     a ridge along the edges, which the band-pass keeps.  The difference of
     Gaussians is one product in the Fourier domain, on the image mirrored
-    3 coarse sigmas out (as a spatial filter truncated there sees it)."""
-    return bandpass_forms(img, sigma, ("value",))[0].astype(np.float64)
+    3 coarse sigmas out (as a spatial filter truncated there sees it).
+    Returns a float32 array of ``img``'s shape."""
+    return bandpass_forms(img, sigma, ("value",))[0]
 
 
 #: What :func:`bandpass_forms` can return besides the band-passed values.

@@ -324,7 +324,7 @@ def _bandpass(img: np.ndarray, mask: np.ndarray, fine: float = 2.0) -> np.ndarra
     """Detail between ``fine`` and 8 ``fine`` px of the valid pixels: no
     noise at the pixel scale, no shading, and broad enough to still
     correlate a few degrees off the true angle."""
-    return bandpass(fill_masked(img, mask), fine).astype(np.float32)
+    return bandpass(fill_masked(img, mask), fine)
 
 
 def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, np.ndarray, np.ndarray]:
@@ -621,7 +621,7 @@ def _agreeing(model: str) -> int:
     return MIN_POINTS[model] + 3
 
 
-def _best(fixed, fmask, moving, mmask, model: str):
+def _best(fixed, fmask, moving, mmask, model: str, frames: _Frames):
     """Refine the two best candidates; if neither has enough windows that
     agree, the two best of the parts' spectra (:func:`_parts`); then
     search every angle and refine its two best; if still none does,
@@ -630,7 +630,6 @@ def _best(fixed, fmask, moving, mmask, model: str):
     Returns (transform, snr, windows, residual, iterations, detail
     correlation) or None, and the best window SNR seen."""
     best, best_snr, starts, agreed = None, 0.0, [], []
-    frames = _frames(fixed, fmask, moving, mmask)
     for search in (_coarse, _parts, _search):
         if search is not _coarse and model == "translation":
             break
@@ -700,12 +699,13 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     f = int(np.ceil(np.sqrt(max(fixed.size, moving.size) / POLISH_PIXELS)))
     steps = [2 * f, f] if min(*fixed.shape, *moving.shape) >= 2 * f * PYRAMID_SIDE else [f]
     # the pixels' detail correlation goes with the transform returned
-    new, total, at_start = t, 0, None
+    new, total = t, 0
     for g in steps:
         fitted, after, iters, before = _fit_on_blocks(fixed, fmask, moving, mmask, new, model,
                                                       g, levels)
         total += iters
-        at_start = before if at_start is None else at_start
+        if g == steps[0]:
+            at_start = before  # at the windows' estimate
         detail = after
         if after < before:  # the pixels agree better where the fit started
             detail = before
@@ -851,7 +851,8 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     if denoise is not None:
         f_img = np.where(fmask, denoise_image(fill_masked(f_img, fmask), denoise), f_img)
         m_img = np.where(mmask, denoise_image(fill_masked(m_img, mmask), denoise), m_img)
-    found, best_snr = _best(f_img, fmask, m_img, mmask, model)
+    frames = _frames(f_img, fmask, m_img, mmask)
+    found, best_snr = _best(f_img, fmask, m_img, mmask, model, frames)
     if found is None or (found[2] < _agreeing(model) and not np.isnan(found[3])):
         agree = found[2] if found is not None else 0
         raise NoOverlapError(
@@ -861,7 +862,8 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
             f"at least a quarter of their area, try denoise='gaussian' for very noisy "
             f"images, or mask out regions that differ.", best_snr=best_snr)
     t, snr, kept, residual, iters, detail = found
-    mcoef = _spline(m_img, mmask)
+    # the windows' frames hold moving's spline already where they are full size
+    mcoef = frames.coef if frames.factor == 1 else _spline(m_img, mmask)
     valid = _overlap(t, fmask, mmask)
     # every other pixel of a big image tells the coefficient as well
     k = 2 if f_img.size > 256 * 256 else 1
