@@ -252,7 +252,10 @@ def _pairs(fixed: str, moving: str) -> tuple[list[tuple[str, str]], bool]:
     from .errors import NoTilesError
     from .io.files import collect_tiles
 
-    many = [os.path.isdir(a) or glob.has_magic(a) for a in (fixed, moving)]
+    # a file's own name may hold glob characters (the shipped grid's
+    # "stitch2d_ex[Grid@0 0].jpg"): an existing file is taken as it is
+    many = [os.path.isdir(a) or (glob.has_magic(a) and not os.path.isfile(a))
+            for a in (fixed, moving)]
     if not any(many):
         for a in (fixed, moving):
             if not os.path.isfile(a):

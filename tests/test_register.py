@@ -828,3 +828,18 @@ def test_a_pattern_off_its_place_is_never_silent(centre, matrix):
     right = np.abs(reg.transform(inside) - truth(inside)).max() < 1.0
     assert (right and not warned) or (not right and any("repeating pattern" in w
                                                         for w in warned))
+
+
+def test_cli_takes_file_names_with_glob_characters_as_they_are(tmp_path, sem, capsys):
+    """The shipped grid's tiles are named like "stitch2d_ex[Grid@0 0].jpg":
+    an existing file is one image, not a glob pattern that matches nothing."""
+    import tifffile
+
+    f, m = _write_pair(tmp_path, sem)
+    fb, mb = tmp_path / "a[Grid@0 0].tif", tmp_path / "a[Grid@1 0].tif"
+    fb.write_bytes(f.read_bytes())
+    mb.write_bytes(m.read_bytes())
+    assert main(["register", str(fb), str(mb), "--model", "rigid", "-o",
+                 str(tmp_path / "w.tif")]) == 0
+    assert tifffile.imread(tmp_path / "w.tif").shape == tifffile.imread(fb).shape
+    assert "a[Grid@1 0].tif -> a[Grid@0 0].tif" in capsys.readouterr().out

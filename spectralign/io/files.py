@@ -36,7 +36,9 @@ def collect_tiles(tiles: Any) -> tuple[list[Any], list[str]]:
         pattern = str(tiles)
         if os.path.isdir(pattern):
             pattern = os.path.join(pattern, "*")
-        found = [f for f in natural_sorted(_glob.glob(pattern)) if os.path.isfile(f)]
+        # an existing file is itself, whatever glob characters its name holds
+        found = ([pattern] if os.path.isfile(pattern)
+                 else [f for f in natural_sorted(_glob.glob(pattern)) if os.path.isfile(f)])
         files = [f for f in found if f.lower().endswith(IMAGE_SUFFIXES)]
         if not files:
             other = (f" (only {', '.join(os.path.basename(f) for f in found[:5])}"
