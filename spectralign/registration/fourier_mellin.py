@@ -40,28 +40,37 @@ def _round_taper(n: int) -> np.ndarray:
 
 
 def _magnitude(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    """Centred magnitude spectrum of the image's valid pixels, tapered to
-    zero at the image's edges and the mask's, zero-padded to ``n x n``."""
+    """Magnitude spectrum of the image's valid pixels, tapered to zero at
+    the image's edges and the mask's, zero-padded to ``n x n``: the half
+    with frequencies ``kx >= 0`` (the other is its mirror), rows centred
+    (``ky = 0`` at row ``n // 2``), in single precision."""
     h, w = img.shape
-    a = fill_masked(img, mask).astype(np.float64)
+    a = fill_masked(img, mask)
     m = max(h, w)
     taper = _round_taper(m)[(m - h) // 2:(m - h) // 2 + h, (m - w) // 2:(m - w) // 2 + w]
     if not mask.all():
-        taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float64), 3.0)
-    a = (a - np.sum(a * taper) / np.sum(taper)) * taper
-    return np.abs(scipy.fft.fftshift(scipy.fft.fft2(a, (n, n), workers=fft_workers((n, n)))))
+        taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float32), 3.0)
+    a = ((a - np.sum(a * taper, dtype=np.float64) / np.sum(taper)) * taper).astype(np.float32)
+    spec = scipy.fft.rfft2(a, (n, n), workers=fft_workers((n, n)))
+    return np.abs(scipy.fft.fftshift(spec, axes=0))
 
 
 @lru_cache(maxsize=8)
 def _geometry(n: int, lo: float, nr: int, log_step: float) -> tuple[np.ndarray, np.ndarray]:
-    """The log-polar grid's sample points on an ``n x n`` centred spectrum,
-    and the spectrum's pixels beyond 0.45 cycles/px."""
+    """The log-polar grid's sample points on the half spectrum of
+    :func:`_magnitude` (a point with ``kx < 0`` read at its mirror
+    ``-k``), and the flat indices of every other one of the spectrum's
+    pixels beyond 0.45 cycles/px (where the noise floor is read)."""
     radii = lo * np.exp(np.arange(nr) * log_step)
     theta = np.arange(ANGLES) * (np.pi / ANGLES)
     r, t = np.meshgrid(radii, theta)  # (ANGLES, R)
-    points = np.stack([n // 2 + r * np.sin(t), n // 2 + r * np.cos(t)])
-    fy, fx = np.meshgrid(*(scipy.fft.fftshift(scipy.fft.fftfreq(n)),) * 2, indexing="ij")
-    far = np.hypot(fx, fy) > 0.45
+    kx, ky = r * np.cos(t), r * np.sin(t)
+    mirror = kx < 0
+    kx, ky = np.where(mirror, -kx, kx), np.where(mirror, -ky, ky)
+    points = np.stack([n // 2 + ky, np.maximum(kx, 0.0)])
+    fy = scipy.fft.fftshift(scipy.fft.fftfreq(n))[:, None]
+    fx = scipy.fft.rfftfreq(n)[None, :]
+    far = np.flatnonzero(np.hypot(fx, fy) > 0.45)[::2]
     points.flags.writeable = far.flags.writeable = False  # shared between calls
     return points, far
 
@@ -73,12 +82,12 @@ def _log_polar(spec: np.ndarray, points: np.ndarray, far: np.ndarray) -> np.ndar
     bilinear_points(spec, points[0], points[1], lp)
     # the noise floor: the spectrum's median beyond 0.45 cycles/px, where
     # optics leave nothing but the camera's white noise
-    floor = float(np.median(spec[far]))
+    floor = float(np.median(spec.ravel()[far]))
     level = lp.mean(axis=0, keepdims=True)
     # each ring's angular pattern relative to its level, weighed by how
     # much of the ring is signal rather than noise
     signal = np.clip(1.0 - floor / np.maximum(level, 1e-30), 0.0, 1.0)
-    return (lp - level) / np.maximum(level, 1e-30) * signal
+    return ((lp - level) / np.maximum(level, 1e-30) * signal).astype(np.float32)
 
 
 def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
@@ -100,7 +109,7 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     lp1 = _log_polar(_magnitude(fixed, fixed_mask, n), points, far)
     lp2 = _log_polar(_magnitude(moving, moving_mask, n), points, far)
     # angle is periodic; radius is not: taper it and pad to twice its length
-    taper = np.hanning(nr + 2)[1:-1]
+    taper = np.hanning(nr + 2)[1:-1].astype(np.float32)
     shape = (ANGLES, 2 * nr)
     s1 = scipy.fft.rfft2(lp1 * taper, shape)
     s2 = scipy.fft.rfft2(lp2 * taper, shape)

@@ -78,12 +78,12 @@ def _gaussian_transfer(shape: tuple[int, int], sigma: float) -> np.ndarray:
 
 def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
                moving_mask: np.ndarray, min_overlap: float,
-               cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+               cache: dict | None = None, half_turn: bool = False):
     """Correlation coefficient of the valid pixels at every shift.
 
     Returns
     -------
-    ncc : (H1 + H2 - 1, W1 + W2 - 1) float64 array
+    ncc : (H1 + H2 - 1, W1 + W2 - 1) float32 array
         ``ncc[v, u]`` compares ``fixed[y + dy, x + dx]`` with
         ``moving[y, x]`` for ``(dx, dy) = (u - W2 + 1, v - H2 + 1)``; 0
         where fewer than ``min_overlap`` pixels are valid in both.
@@ -91,7 +91,11 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
         How many pixels are valid in both at each shift.
 
     ``cache``, a dict kept between calls with the same fixed image and
-    mask, saves fixed's transforms.
+    mask, saves fixed's transforms.  With ``half_turn``, a list of two
+    such pairs: for ``moving`` and for ``moving[::-1, ::-1]`` (moving
+    turned by half a turn about its centre), the second from the first's
+    transforms: a reversed real array's transform is the conjugate of the
+    original's times a linear phase.
     """
     h1, w1 = fixed.shape
     h2, w2 = moving.shape
@@ -117,24 +121,44 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
         M, F, F2 = rf(m), rf(f), rf(f * f)
         if cache is not None:
             cache[shape] = (M, F, F2)
-    N, G, G2 = (np.conj(rf(b)) for b in (n, g, g * g))
-    # shifts run from -(H2 - 1) to H1 - 1: the transforms hold the negative
-    # ones at the far end, rolled in front once the sums are combined
-    back = lambda a: scipy.fft.irfft2(a, shape, workers=workers).astype(np.float64)  # noqa: E731
+    spectra = [rf(b) for b in (n, g, g * g)]
+    out = [_combine([np.conj(b) for b in spectra], M, F, F2, shape, (h1, w1), (h2, w2),
+                    min_overlap, workers)]
+    if half_turn:
+        # conj(transform of b[::-1, ::-1]) = transform of b times this phase
+        py = np.exp(2j * np.pi * (h2 - 1) * scipy.fft.fftfreq(shape[0]))[:, None]
+        px = np.exp(2j * np.pi * (w2 - 1) * scipy.fft.rfftfreq(shape[1]))[None, :]
+        phase = (py * px).astype(np.complex64)
+        out.append(_combine([phase * b for b in spectra], M, F, F2, shape, (h1, w1), (h2, w2),
+                            min_overlap, workers))
+    return out if half_turn else out[0]
+
+
+def _combine(moving_side, M, F, F2, shape, fshape, mshape, min_overlap: float,
+             workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`masked_ncc`'s coefficient and count from the conjugated
+    transforms of moving's mask, values and squared values."""
+    (h1, w1), (h2, w2) = fshape, mshape
+    N, G, G2 = moving_side
+    back = lambda a: scipy.fft.irfft2(a, shape, workers=workers)  # noqa: E731
     count = np.round(back(M * N))
     sf, sg = back(F * N), back(M * G)
     sff, sgg, sfg = back(F2 * N), back(M * G2), back(F * G)
     ok = count >= max(min_overlap, 2.0)
-    c = np.where(ok, count, 1.0)
+    c = np.where(ok, count, np.float32(1))
     num = sfg - sf * sg / c
     var_f = sff - sf * sf / c
     var_g = sgg - sg * sg / c
     floor = 1e-6 * max(float(var_f.max(initial=0)), float(var_g.max(initial=0)), 1e-30)
     ok &= (var_f > floor) & (var_g > floor)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ncc = np.where(ok, num / np.sqrt(np.maximum(var_f * var_g, 1e-300)), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        # the roots apart: their product can pass single precision's range
+        ncc = np.where(ok, num / (np.sqrt(np.maximum(var_f, floor))
+                                  * np.sqrt(np.maximum(var_g, floor))), np.float32(0))
 
     def crop(a):
+        # shifts run from -(H2 - 1) to H1 - 1: the transforms hold the
+        # negative ones at the far end
         a = np.roll(a, (h2 - 1, w2 - 1), axis=(0, 1))
         return a[:h1 + h2 - 1, :w1 + w2 - 1]
     return np.clip(crop(ncc), -1.0, 1.0), crop(count)
@@ -145,12 +169,19 @@ def ncc_peaks(ncc: np.ndarray, moving_shape: tuple[int, int], k: int = 3,
     """The ``k`` highest separated maxima of :func:`masked_ncc`, as
     ``((dx, dy), value)`` with a parabolic subpixel offset."""
     h2, w2 = moving_shape
-    local = scipy.ndimage.maximum_filter(ncc, size=2 * separation + 1, mode="constant")
-    cand = np.argwhere((ncc == local) & (ncc > 0))
-    if not len(cand):
-        return []
-    vals = ncc[cand[:, 0], cand[:, 1]]
-    order = np.argsort(-vals)[:k]
+    if k == 1:  # the highest is a maximum: no neighbourhood filter needed
+        best = int(np.argmax(ncc))
+        if not ncc.flat[best] > 0:
+            return []
+        cand = np.array([np.unravel_index(best, ncc.shape)])
+        vals, order = ncc.flat[best:best + 1], np.zeros(1, dtype=int)
+    else:
+        local = scipy.ndimage.maximum_filter(ncc, size=2 * separation + 1, mode="constant")
+        cand = np.argwhere((ncc == local) & (ncc > 0))
+        if not len(cand):
+            return []
+        vals = ncc[cand[:, 0], cand[:, 1]]
+        order = np.argsort(-vals)[:k]
     out = []
     for (r, c), v in zip(cand[order], vals[order]):
         sub = []

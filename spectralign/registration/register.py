@@ -140,9 +140,10 @@ class Registration:
         agree on one transform (:class:`~spectralign.errors.NoOverlapError`).
     ncc : float
         Correlation coefficient of fixed and :meth:`warp` over the pixels
-        valid in both (every other pixel each way in images over 256 x
-        256): the pixels' own verdict (1: identical up to gain and offset;
-        shading that one image has and the other lacks lowers it).
+        valid in both (on block means of 2 x 2 pixels in images of 256 px
+        a side and more, which tell it as well and average some noise
+        away): the pixels' own verdict (1: identical up to gain and
+        offset; shading that one image has and the other lacks lowers it).
     overlap : float
         Fraction of fixed's valid pixels that moving's valid pixels cover.
     windows : int
@@ -355,36 +356,37 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
     reach = int(np.ceil(EDGE_REACH * fine))
     fin = _inner(sfm, reach)
     small = Affine.scaler(1.0 / f)
-    out, cache, made = [], {}, {}
-    for lin in linears:
-        # a half-turn's canvas is its twin's read backwards (the canvas
-        # holds all of the turned image, so it is symmetric), band-pass
-        # and all: no second resampling
-        key = tuple(np.round(lin.linear, 9).ravel() + 0.0)
-        twin = made.get(tuple(-v + 0.0 for v in key))
-        if twin is not None:
-            tc, bc, cmask, cin = twin
-            if bc is None:
-                continue
-            ch, cw = bc.shape
-            flip = Affine([[-1.0, 0.0, cw - 1.0], [0.0, -1.0, ch - 1.0]])
-            to_canvas, bc, cmask, cin = flip @ tc, bc[::-1, ::-1], cmask[::-1, ::-1], cin[::-1, ::-1]
-        else:
-            to_canvas, canvas, cmask = _turned(sm, smm, lin)
-            cin = _inner(cmask, reach)
-            bc = _bandpass(canvas, cmask, fine) if cin.sum() >= MIN_VALID // 4 else None
-            made[key] = (to_canvas, bc, cmask, cin)
-        if bc is None:
+    out, cache = [], {}
+    # a half-turn's canvas is its twin's read backwards (the canvas holds
+    # all of the turned image, so it is symmetric), band-pass and all: one
+    # resampling and one set of forward transforms serve both
+    keys = [tuple(np.round(lin.linear, 9).ravel() + 0.0) for lin in linears]
+    index = {key: i for i, key in enumerate(keys)}
+    done = set()
+    for i, lin in enumerate(linears):
+        if i in done:
             continue
+        j = index.get(tuple(-v + 0.0 for v in keys[i]))
+        pair = j is not None and j not in done and j != i
+        done.update((i, j) if pair else (i,))
+        to_canvas, canvas, cmask = _turned(sm, smm, lin)
+        cin = _inner(cmask, reach)
+        if cin.sum() < MIN_VALID // 4:
+            continue
+        bc = _bandpass(canvas, cmask, fine)
         need = MIN_OVERLAP * min(fin.sum(), cin.sum())
-        ncc, count = masked_ncc(bf, bc, fin, cin, need, cache)
-        # a small overlap correlates well by chance: rank by significance,
-        # the coefficient times the square root of the pixels behind it
-        score = ncc * np.sqrt(count / fin.sum())
-        for shift, value in ncc_peaks(score, bc.shape, k=1):
-            # full-size moving -> shrunk moving -> canvas -> shrunk fixed -> fixed
-            t = small.inverse() @ Affine.translator(shift) @ to_canvas @ small
-            out.append((value, t))
+        found = masked_ncc(bf, bc, fin, cin, need, cache, half_turn=pair)
+        ch, cw = bc.shape
+        flip = Affine([[-1.0, 0.0, cw - 1.0], [0.0, -1.0, ch - 1.0]])
+        for (ncc, count), tc in zip(found if pair else [found], (to_canvas, flip @ to_canvas)):
+            # a small overlap correlates well by chance: rank by
+            # significance, the coefficient times the square root of the
+            # pixels behind it
+            score = ncc * np.sqrt(count / fin.sum())
+            for shift, value in ncc_peaks(score, bc.shape, k=1):
+                # full-size moving -> shrunk moving -> canvas -> shrunk fixed -> fixed
+                t = small.inverse() @ Affine.translator(shift) @ tc @ small
+                out.append((value, t))
     out.sort(key=lambda vt: -vt[0])
     return out
 
@@ -656,6 +658,17 @@ def _best(fixed, fmask, moving, mmask, model: str, frames: _Frames):
     return (direct if direct is not None else best), best_snr
 
 
+def _corrcoef(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation coefficient of two samples (0 where either is flat or
+    fewer than three)."""
+    if a.size < 3:
+        return 0.0
+    a = a.astype(np.float64) - a.mean(dtype=np.float64)
+    b = b.astype(np.float64) - b.mean(dtype=np.float64)
+    den = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    return float(np.dot(a, b) / den) if den > 0 else 0.0
+
+
 def _most_significant(agreed: list, fmask: np.ndarray, mmask: np.ndarray):
     """Of results whose windows agreed, the one whose pixels' detail
     correlation stands furthest from chance: the coefficient times the
@@ -862,15 +875,12 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
             f"at least a quarter of their area, try denoise='gaussian' for very noisy "
             f"images, or mask out regions that differ.", best_snr=best_snr)
     t, snr, kept, residual, iters, detail = found
-    # the windows' frames hold moving's spline already where they are full size
-    mcoef = frames.coef if frames.factor == 1 else _spline(m_img, mmask)
-    valid = _overlap(t, fmask, mmask)
-    # every other pixel of a big image tells the coefficient as well
-    k = 2 if f_img.size > 256 * 256 else 1
-    sub = valid[::k, ::k]
-    warped = resample(mcoef, Affine.scaler(1.0 / k) @ t, sub.shape)
-    a, b = f_img[::k, ::k][sub].astype(np.float64), warped[sub].astype(np.float64)
-    ncc = float(np.corrcoef(a, b)[0, 1]) if sub.sum() > 2 and a.std() > 0 and b.std() > 0 else 0.0
+    # the coefficient on the windows' frames (2 x 2 block means of a big
+    # image tell it as well as its pixels), whose spline is at hand
+    ts = frames.shrunk(t)
+    sub = _overlap(ts, frames.fmask, frames.mmask)
+    warped = resample(frames.coef, ts, sub.shape)
+    ncc = _corrcoef(frames.fill[sub], warped[sub])
     doubts = []
     if snr < SNR_THRESHOLD:
         doubts.append(f"the windows' median SNR {snr:.1f} is below {SNR_THRESHOLD:g}")
@@ -886,7 +896,7 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
         warnings.warn(f"register: {' and '.join(doubts)}; check the result by eye "
                       f"(Registration.difference()).", SpectralignWarning, stacklevel=2)
     return Registration(transform=t, model=model, snr=snr, ncc=ncc,
-                        overlap=float(valid.sum() / fmask.sum()), windows=kept,
+                        overlap=float(sub.sum() / frames.fmask.sum()), windows=kept,
                         residual=residual, iterations=iters, detail_ncc=detail,
                         _fixed=f_img, _moving=m_img,
                         _fixed_mask=fmask, _moving_mask=mmask)
