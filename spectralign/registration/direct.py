@@ -13,6 +13,8 @@ Gaussians) first at 2 px, then at 1 px.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -34,6 +36,28 @@ EDGE = 8
 #: and 0.0065 px on the 384 px affine; the steps iterate to the same
 #: fixed point).
 DESIGN_DTYPE = np.float32
+
+
+#: Pixels from which a Gauss-Newton step's rows are shared between two
+#: threads (below, handing work over costs more than it saves).
+SPLIT_PIXELS = 30_000
+_helper: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def helper() -> ThreadPoolExecutor | None:
+    """One background thread for the registration's heavy loops, or None
+    on a single CPU.  The caller always does a share of the work itself,
+    so that calls from several threads at once never wait on each other
+    for long and never deadlock."""
+    global _helper
+    if _helper is None:
+        from ..match.matcher import default_workers
+
+        with _helper_lock:
+            if _helper is None and default_workers() > 1:
+                _helper = ThreadPoolExecutor(1, thread_name_prefix="spectralign-register")
+    return _helper
 
 
 def bandpass(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -118,7 +142,8 @@ def _detrend(img: np.ndarray) -> np.ndarray:
     fourth pixel each way), in single precision."""
     h, w = img.shape
     x, y, fit = _quadratic(h, w)
-    c = fit @ img[::4, ::4].ravel().astype(np.float64)
+    # einsum, not BLAS (see GRAM_ROWS)
+    c = np.einsum("kn,n->k", fit, img[::4, ::4].ravel().astype(np.float64))
     # the surface's terms in x alone, in y alone, and the one in both
     row = (c[0] + c[1] * x + c[3] * x * x).astype(np.float32)
     col = (c[2] * y + c[5] * y * y).astype(np.float32)
@@ -186,8 +211,12 @@ def _step(model: str, d: np.ndarray, centre: np.ndarray, scale: float) -> Affine
 def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                   mmask: np.ndarray, t: Affine, model: str, warp_mask,
                   max_iters: int = 40, levels: tuple[float, ...] = LEVELS,
-                  tol: float = 1e-3) -> tuple[Affine, float, int, float]:
+                  tol: float = 1e-3, forms=None) -> tuple[Affine, float, int, float]:
     """Gauss-Newton on all valid pixels from ``t`` (moving -> fixed).
+
+    ``forms(sigma)``, where given, returns fixed's band-passed values and
+    spline derivatives and moving's band-passed spline coefficients at a
+    level (made ahead by the caller).
 
     Returns the transform, the correlation coefficient of the band-passed
     images over the final overlap, the iterations taken, and the
@@ -196,7 +225,8 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
 
     h, w = fixed.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
-    ffill, mfill = fill_masked(fixed, fmask), fill_masked(moving, mmask)
+    if forms is None:
+        ffill, mfill = fill_masked(fixed, fmask), fill_masked(moving, mmask)
     total, ncc, first = 0, 0.0, None
     code = MODEL_CODES[model]
     k = len(_basis(model, np.zeros(1), np.zeros(1)))
@@ -206,8 +236,11 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
     for sigma in levels:
         # fixed's values and spline derivatives, moving's spline
         # coefficients: one forward transform each
-        fs, fdx, fdy = bandpass_forms(ffill, sigma, ("value", "dx", "dy"))
-        coef = bandpass_forms(mfill, sigma, ("spline",))[0].astype(np.float64)
+        if forms is not None:
+            (fs, fdx, fdy), coef = forms(sigma)
+        else:
+            fs, fdx, fdy = bandpass_forms(ffill, sigma, ("value", "dx", "dy"))
+            coef = bandpass_forms(mfill, sigma, ("spline",))[0].astype(np.float64)
         # the pixels compared stay the same through a level (an overlap
         # that changed with every step would jitter the solution)
         valid = _region(fmask, mmask, t, warp_mask, 2 + int(EDGE * sigma))
@@ -223,19 +256,34 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         g0 = gain_c[0]
         fv = fs[valid].astype(np.float64)
         fgx, fgy = fdx[valid].astype(np.float64), fdy[valid].astype(np.float64)
-        design = np.empty((len(x), n), dtype=DESIGN_DTYPE)
+        # the design's last column holds fixed's values: the normal
+        # equations' matrix and right-hand side come from one product
+        design = np.empty((len(x), n + 1), dtype=DESIGN_DTYPE)
         fv32 = fv.astype(DESIGN_DTYPE)
         for _ in range(max_iters):
             total += 1
             inv = np.ascontiguousarray(t.inverse().matrix, dtype=np.float64)
-            gauss_newton_rows(coef, inv, x, y, fgx, fgy, cx, cy, scale, code, gain_c, g0, fv,
-                              design, sums)
+
+            def rows(part, out):
+                design[part, n] = fv32[part]  # the kernel zeroes rows outside moving
+                gauss_newton_rows(coef, inv, x[part], y[part], fgx[part], fgy[part], cx, cy,
+                                  scale, code, gain_c, g0, fv[part], design[part], out)
+                return _gram(design[part])
+            pool = helper() if len(x) >= SPLIT_PIXELS else None
+            if pool is None:
+                gram = rows(slice(None), sums)
+            else:  # the rows are independent: half on the helper thread
+                half = len(x) // 2
+                other = np.empty(6)
+                job = pool.submit(rows, slice(half, None), other)
+                gram = rows(slice(0, half), sums)
+                gram += job.result()
+                sums += other
             if first is None:
                 first = _ncc_sums(sums)
             if sums[0] < 64:
                 return t, 0.0, total, first or 0.0
-            z = _solve_normal((design.T @ design).astype(np.float64),
-                              (design.T @ fv32).astype(np.float64))
+            z = _solve_normal(gram[:n, :n], gram[:n, n])
             g0 = z[k]
             if abs(g0) < 1e-12:
                 return t, 0.0, total, first or 0.0
@@ -270,6 +318,24 @@ def _region(fmask: np.ndarray, mmask: np.ndarray, t: Affine, warp_mask,
         return valid
     return scipy.ndimage.binary_erosion(fmask & warp_mask(t, mmask, fmask.shape),
                                         iterations=reach)
+
+
+#: Rows of the design a product takes at a time: small enough that BLAS
+#: keeps to the calling thread (its own threads would spin on the other
+#: core between calls, where the helper thread runs; measured: as fast as
+#: one threaded product of all the rows).
+GRAM_ROWS = 1024
+
+
+def _gram(design: np.ndarray) -> np.ndarray:
+    """``design.T @ design`` in double precision, summed over blocks of
+    :data:`GRAM_ROWS` rows."""
+    k = design.shape[1]
+    out = np.zeros((k, k))
+    for start in range(0, len(design), GRAM_ROWS):
+        block = design[start:start + GRAM_ROWS]
+        out += block.T @ block
+    return out
 
 
 def _solve_normal(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:

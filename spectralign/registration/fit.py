@@ -100,7 +100,9 @@ def _affine_consensus(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, tol
     coef = np.linalg.solve(np.concatenate([tri, ones], axis=2), dst[combos])  # (C, 3, 2)
     moved = np.concatenate([src, np.ones((len(src), 1))], axis=1) @ coef  # (C, N, 2)
     inliers = np.linalg.norm(moved - dst, axis=2) <= tol
-    scores = inliers @ weights
+    # einsum, not BLAS: a threaded BLAS product leaves a thread spinning
+    # on the other core (see ``direct.GRAM_ROWS``)
+    scores = np.einsum("cn,n->c", inliers, weights)
     near = np.flatnonzero(scores >= 0.9 * float(weights.sum()))
     return inliers[near[0] if len(near) else int(np.argmax(scores))]
 

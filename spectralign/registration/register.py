@@ -42,7 +42,7 @@ from ..io.image import Image
 from ..match import loader as _loader
 from ..match.matcher import Matcher
 from .denoise import denoise_image
-from .direct import bandpass, refine_direct, resample
+from .direct import bandpass, bandpass_forms, helper, refine_direct, resample
 from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
@@ -623,7 +623,7 @@ def _agreeing(model: str) -> int:
     return MIN_POINTS[model] + 3
 
 
-def _best(fixed, fmask, moving, mmask, model: str, frames: _Frames):
+def _best(fixed, fmask, moving, mmask, model: str, soon_frames: _Soon, ahead: _Soon):
     """Refine the two best candidates; if neither has enough windows that
     agree, the two best of the parts' spectra (:func:`_parts`); then
     search every angle and refine its two best; if still none does,
@@ -632,6 +632,7 @@ def _best(fixed, fmask, moving, mmask, model: str, frames: _Frames):
     Returns (transform, snr, windows, residual, iterations, detail
     correlation) or None, and the best window SNR seen."""
     best, best_snr, starts, agreed = None, 0.0, [], []
+    frames = None
     for search in (_coarse, _parts, _search):
         if search is not _coarse and model == "translation":
             break
@@ -639,10 +640,11 @@ def _best(fixed, fmask, moving, mmask, model: str, frames: _Frames):
             break  # doubtful agreement beats the slow search
         for _, t0 in itertools.islice(search(fixed, fmask, moving, mmask, model), 2):
             starts.append(t0)
+            frames = soon_frames.result()
             found, snr = _refine(frames, t0, model, max_iters=REFINE_ITERS)
             best_snr = max(best_snr, snr)
             if found is not None and found[2] >= _agreeing(model):
-                found = _polish(fixed, fmask, moving, mmask, found, model)
+                found = _polish(fixed, fmask, moving, mmask, found, model, ahead.result())
                 agreed.append(found)
                 # windows can agree along a straight edge or a periodic
                 # pattern a period off: where the pixels' detail says so,
@@ -654,7 +656,7 @@ def _best(fixed, fmask, moving, mmask, model: str, frames: _Frames):
                 best = found
     if agreed:
         return _most_significant(agreed, fmask, mmask), best_snr
-    direct = _direct(fixed, fmask, moving, mmask, starts, model, frames)
+    direct = _direct(fixed, fmask, moving, mmask, starts, model, soon_frames.result())
     return (direct if direct is not None else best), best_snr
 
 
@@ -665,8 +667,9 @@ def _corrcoef(a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     a = a.astype(np.float64) - a.mean(dtype=np.float64)
     b = b.astype(np.float64) - b.mean(dtype=np.float64)
-    den = np.sqrt(np.dot(a, a) * np.dot(b, b))
-    return float(np.dot(a, b) / den) if den > 0 else 0.0
+    # einsum, not BLAS (see :data:`~.direct.GRAM_ROWS`)
+    den = np.sqrt(np.einsum("i,i", a, a) * np.einsum("i,i", b, b))
+    return float(np.einsum("i,i", a, b) / den) if den > 0 else 0.0
 
 
 def _most_significant(agreed: list, fmask: np.ndarray, mmask: np.ndarray):
@@ -679,7 +682,7 @@ def _most_significant(agreed: list, fmask: np.ndarray, mmask: np.ndarray):
     return max(agreed, key=z) if len(agreed) > 1 else agreed[0]
 
 
-def _polish(fixed, fmask, moving, mmask, found, model: str):
+def _polish(fixed, fmask, moving, mmask, found, model: str, ahead: tuple):
     """The windows' estimate finished by all the pixels (one level, 1 px
     band-pass; on 2 x 2 block means first where the images are big enough):
     each window's peak carries its own noise, and windows on a few patches
@@ -687,16 +690,12 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
     settles both.  Kept where the pixels agree better than at the windows'
     estimate and it has not run off (a tenth of the image).  The last of
     the tuple returned is the band-passed images' correlation at the
-    transform returned (:attr:`Registration.detail_ncc`)."""
+    transform returned (:attr:`Registration.detail_ncc`).  ``ahead`` is
+    :func:`_prepare`'s."""
     t = found[0]
     h, w = fixed.shape
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
-    # a binarized image has no blur: its edges are all it tells, and any
-    # smoothing moves them against a gray partner (measured: 0.09 px
-    # median corner error at 1 px, 0.067 at 0.5 px)
-    bf, bm = _is_binary(fixed, fmask), _is_binary(moving, mmask)
-    binary = bf or bm
-    levels = BINARY_POLISH_LEVELS if binary else POLISH_LEVELS
+    (bf, bm, levels, steps), forms = ahead
     # one binarized, one gray: fixed = step(gray - level) is no gain and
     # offset of the gray one, and fitting as if it were pulls every edge
     # by the gray edge's asymmetry (0.052 px median corner error); the gray
@@ -706,16 +705,11 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
         moving = _soft_threshold(moving, mmask, fixed, fmask, t)
     elif bm and not bf:
         fixed = _soft_threshold(fixed, fmask, moving, mmask, t.inverse())
-    # a big image is finished on block means of f x f pixels; any image
-    # big enough first settles on block means of twice that, where a step
-    # costs a quarter, so that the full pixels need one or two steps
-    f = int(np.ceil(np.sqrt(max(fixed.size, moving.size) / POLISH_PIXELS)))
-    steps = [2 * f, f] if min(*fixed.shape, *moving.shape) >= 2 * f * PYRAMID_SIDE else [f]
     # the pixels' detail correlation goes with the transform returned
     new, total = t, 0
     for g in steps:
         fitted, after, iters, before = _fit_on_blocks(fixed, fmask, moving, mmask, new, model,
-                                                      g, levels)
+                                                      g, levels, forms)
         total += iters
         if g == steps[0]:
             at_start = before  # at the windows' estimate
@@ -732,17 +726,88 @@ def _polish(fixed, fmask, moving, mmask, found, model: str):
 
 
 def _fit_on_blocks(fixed, fmask, moving, mmask, t: Affine, model: str, f: int,
-                   levels: tuple[float, ...]):
+                   levels: tuple[float, ...], made: dict | None = None):
     """:func:`~.direct.refine_direct` from ``t`` on block means of ``f x
     f`` pixels (pixel (i, j) of the shrunk image sits at ``f i + (f - 1) /
-    2`` of the full one); the transform returned is the full images'."""
+    2`` of the full one); the transform returned is the full images'.
+    ``made`` holds band-passed forms made ahead (:func:`_prepare`)."""
     to_small = _block_map(f)
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
+    made = made or {}
+
+    def forms(sigma):
+        fixed_forms = made.get(("fixed", f, sigma))
+        coef = made.get(("moving", f, sigma))
+        if fixed_forms is None:
+            fixed_forms = _fixed_forms(fill_masked(sf, sfm), sigma)
+        if coef is None:
+            coef = _moving_forms(fill_masked(sm, smm), sigma)
+        return fixed_forms, coef
     new, after, iters, before = refine_direct(
         sf, sfm, sm, smm, to_small @ t @ to_small.inverse(), model, _warp_mask,
-        levels=levels, tol=POLISH_TOL / f)
+        levels=levels, tol=POLISH_TOL / f, forms=forms)
     return to_small.inverse() @ new @ to_small, after, iters, before
+
+
+def _polish_plan(fixed, fmask, moving, mmask):
+    """How :func:`_polish` goes about two images: whether each is binary,
+    the band-pass levels, and the block sizes of its steps."""
+    # a binarized image has no blur: its edges are all it tells, and any
+    # smoothing moves them against a gray partner (measured: 0.09 px
+    # median corner error at 1 px, 0.067 at 0.5 px)
+    bf, bm = _is_binary(fixed, fmask), _is_binary(moving, mmask)
+    levels = BINARY_POLISH_LEVELS if bf or bm else POLISH_LEVELS
+    # a big image is finished on block means of f x f pixels; any image
+    # big enough first settles on block means of twice that, where a step
+    # costs a quarter, so that the full pixels need one or two steps
+    f = int(np.ceil(np.sqrt(max(fixed.size, moving.size) / POLISH_PIXELS)))
+    steps = [2 * f, f] if min(*fixed.shape, *moving.shape) >= 2 * f * PYRAMID_SIDE else [f]
+    return bf, bm, levels, steps
+
+
+def _prepare(fixed, fmask, moving, mmask):
+    """:func:`_polish`'s plan and the band-passed forms it will need that
+    do not depend on the transform (those of an image that goes through
+    :func:`_soft_threshold` do), made while the candidates are sought."""
+    plan = bf, bm, levels, steps = _polish_plan(fixed, fmask, moving, mmask)
+    made = {}
+    for g in steps:
+        for sigma in levels:
+            if not (bm and not bf):
+                sf, sfm = _shrink(fixed, fmask, g)
+                made["fixed", g, sigma] = _fixed_forms(fill_masked(sf, sfm), sigma)
+            if not (bf and not bm):
+                sm, smm = _shrink(moving, mmask, g)
+                made["moving", g, sigma] = _moving_forms(fill_masked(sm, smm), sigma)
+    return plan, made
+
+
+def _fixed_forms(ffill: np.ndarray, sigma: float) -> tuple:
+    """Fixed's band-passed values and spline derivatives (filled image)."""
+    return tuple(bandpass_forms(ffill, sigma, ("value", "dx", "dy")))
+
+
+def _moving_forms(mfill: np.ndarray, sigma: float) -> np.ndarray:
+    """Moving's band-passed spline coefficients (filled image)."""
+    return bandpass_forms(mfill, sigma, ("spline",))[0].astype(np.float64)
+
+
+class _Soon:
+    """``fn(*args)``, computed on the helper thread from now on (see
+    :func:`~.direct.helper`), or where there is none, when first asked."""
+
+    def __init__(self, fn, *args):
+        pool = helper()
+        self._job = pool.submit(fn, *args) if pool is not None else None
+        self._fn, self._args, self._value = fn, args, None
+
+    def result(self):
+        if self._job is not None:
+            return self._job.result()
+        if self._fn is not None:
+            self._value, self._fn, self._args = self._fn(*self._args), None, None
+        return self._value
 
 
 def _is_binary(img: np.ndarray, mask: np.ndarray) -> bool:
@@ -864,8 +929,13 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     if denoise is not None:
         f_img = np.where(fmask, denoise_image(fill_masked(f_img, fmask), denoise), f_img)
         m_img = np.where(mmask, denoise_image(fill_masked(m_img, mmask), denoise), m_img)
-    frames = _frames(f_img, fmask, m_img, mmask)
-    found, best_snr = _best(f_img, fmask, m_img, mmask, model, frames)
+    # what does not hang on the transform is made on the helper thread
+    # while this one seeks it: the windows' frames, then the pixels' fit's
+    # band-passed images
+    soon_frames = _Soon(_frames, f_img, fmask, m_img, mmask)
+    ahead = _Soon(_prepare, f_img, fmask, m_img, mmask)
+    found, best_snr = _best(f_img, fmask, m_img, mmask, model, soon_frames, ahead)
+    frames = soon_frames.result()
     if found is None or (found[2] < _agreeing(model) and not np.isnan(found[3])):
         agree = found[2] if found is not None else 0
         raise NoOverlapError(
