@@ -34,7 +34,7 @@ def _round_taper(n: int) -> np.ndarray:
     # the axes, a pattern at 0 and 90 degrees in both images alike
     y, x = np.ogrid[:n, :n]
     r = np.hypot((2 * x - n + 1) / n, (2 * y - n + 1) / n)
-    taper = np.where(r < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(r, 1)), 0.0)
+    taper = np.where(r < 1, 0.5 + 0.5 * np.cos(np.pi * np.minimum(r, 1)), 0.0).astype(np.float32)
     taper.flags.writeable = False  # shared between calls
     return taper
 
@@ -50,20 +50,22 @@ def _magnitude(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
     taper = _round_taper(m)[(m - h) // 2:(m - h) // 2 + h, (m - w) // 2:(m - w) // 2 + w]
     if not mask.all():
         taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float32), 3.0)
-    a = ((a - np.sum(a * taper, dtype=np.float64) / np.sum(taper)) * taper).astype(np.float32)
+    mean = np.einsum("ij,ij", a, taper, dtype=np.float64) / np.sum(taper, dtype=np.float64)
+    a = (a - np.float32(mean)) * taper
     spec = scipy.fft.rfft2(a, (n, n), workers=fft_workers((n, n)))
     return np.abs(scipy.fft.fftshift(spec, axes=0))
 
 
 @lru_cache(maxsize=8)
-def _geometry(n: int, lo: float, nr: int, log_step: float) -> tuple[np.ndarray, np.ndarray]:
+def _geometry(n: int, lo: float, nr: int, log_step: float,
+              angles: int) -> tuple[np.ndarray, np.ndarray]:
     """The log-polar grid's sample points on the half spectrum of
     :func:`_magnitude` (a point with ``kx < 0`` read at its mirror
     ``-k``), and the flat indices of every other one of the spectrum's
     pixels beyond 0.45 cycles/px (where the noise floor is read)."""
     radii = lo * np.exp(np.arange(nr) * log_step)
-    theta = np.arange(ANGLES) * (np.pi / ANGLES)
-    r, t = np.meshgrid(radii, theta)  # (ANGLES, R)
+    theta = np.arange(angles) * (np.pi / angles)
+    r, t = np.meshgrid(radii, theta)  # (angles, R)
     kx, ky = r * np.cos(t), r * np.sin(t)
     mirror = kx < 0
     kx, ky = np.where(mirror, -kx, kx), np.where(mirror, -ky, ky)
@@ -78,16 +80,19 @@ def _geometry(n: int, lo: float, nr: int, log_step: float) -> tuple[np.ndarray, 
 def _log_polar(spec: np.ndarray, points: np.ndarray, far: np.ndarray) -> np.ndarray:
     from .compiled import bilinear_points
 
-    lp = np.empty(points.shape[1:])
+    lp = np.empty(points.shape[1:], dtype=np.float32)
     bilinear_points(spec, points[0], points[1], lp)
     # the noise floor: the spectrum's median beyond 0.45 cycles/px, where
     # optics leave nothing but the camera's white noise
-    floor = float(np.median(spec.ravel()[far]))
-    level = lp.mean(axis=0, keepdims=True)
+    beyond = spec.ravel()[far]
+    floor = float(np.partition(beyond, len(beyond) // 2)[len(beyond) // 2]) if len(beyond) else 0.0
+    level = np.maximum(lp.mean(axis=0, keepdims=True), np.float32(1e-30))
     # each ring's angular pattern relative to its level, weighed by how
     # much of the ring is signal rather than noise
-    signal = np.clip(1.0 - floor / np.maximum(level, 1e-30), 0.0, 1.0)
-    return ((lp - level) / np.maximum(level, 1e-30) * signal).astype(np.float32)
+    signal = np.clip(1.0 - floor / level, 0.0, 1.0)
+    lp -= level
+    lp *= signal / level
+    return lp
 
 
 def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
@@ -101,11 +106,15 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     positive as :meth:`spectralign.Affine.rotator`; ``scale`` how much
     larger moving's content appears in fixed; 1 when ``scale`` is False.
     """
+    for img, mask in ((fixed, fixed_mask), (moving, moving_mask)):
+        vals = img[mask]
+        if not vals.size or vals.min() == vals.max():
+            return []  # a blank (or constant) image: no angle to tell
     n = scipy.fft.next_fast_len(max(*fixed.shape, *moving.shape))
     lo, hi = BAND[0] * n, BAND[1] * n
     nr = max(32, int(round(n / 2)))
     log_step = np.log(hi / lo) / (nr - 1)
-    points, far = _geometry(n, lo, nr, log_step)
+    points, far = _geometry(n, lo, nr, log_step, ANGLES)
     lp1 = _log_polar(_magnitude(fixed, fixed_mask, n), points, far)
     lp2 = _log_polar(_magnitude(moving, moving_mask, n), points, far)
     # angle is periodic; radius is not: taper it and pad to twice its length
