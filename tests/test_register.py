@@ -583,9 +583,11 @@ def test_band_pass_forms_are_the_spline_and_its_derivatives(sem):
         bandpass_forms(img, 1.0, ("laplacian",))
 
 
-def test_fourier_mask_fill_matches_normalized_convolution(sem):
+@pytest.mark.parametrize("sigma", [3.0, 4.0, 6.0])
+def test_fourier_mask_fill_matches_normalized_convolution(sem, sigma):
     """Invalid pixels take SciPy's normalized convolution (zero beyond the
-    frame) and valid ones stay as they were."""
+    frame): exactly below 4 px, within 5 % of the image's range (1 % on
+    average) where it runs on blocks; valid ones stay as they were."""
     from spectralign.registration.masked import fill_masked
 
     img = sem[:150, :170].astype(np.float32)
@@ -593,14 +595,19 @@ def test_fourier_mask_fill_matches_normalized_convolution(sem):
     mask[40:90, 20:100] = False
     mask[:, 150:] = False
     m = mask.astype(np.float64)
-    den = ndi.gaussian_filter(m, 4.0, mode="constant")
-    ref = ndi.gaussian_filter(img * m, 4.0, mode="constant") / np.maximum(den, 1e-3)
+    den = ndi.gaussian_filter(m, sigma, mode="constant")
+    ref = ndi.gaussian_filter(img * m, sigma, mode="constant") / np.maximum(den, 1e-3)
     near = ~mask & (den > 1e-2)  # farther in: the valid pixels' mean
-    out = fill_masked(img, mask)
+    out = fill_masked(img, mask, sigma)
     np.testing.assert_array_equal(out[mask], img[mask])
-    assert near.sum() > 2000
-    np.testing.assert_allclose(out[near], ref[near], atol=1e-3)
-    np.testing.assert_allclose(out[~mask & (den < 5e-4)], img[mask].mean(), atol=1e-5)
+    assert near.sum() > 1000
+    span = float(np.ptp(img))
+    if sigma < 4:
+        np.testing.assert_allclose(out[near], ref[near], atol=1e-3 * span)
+    else:
+        err = np.abs(out[near] - ref[near]) / span
+        assert err.max() < 0.05 and err.mean() < 0.01, (err.max(), err.mean())
+    np.testing.assert_allclose(out[~mask & (den < 5e-4)], img[mask].mean(), atol=1e-5 * span)
 
 
 @settings(max_examples=20, deadline=None)

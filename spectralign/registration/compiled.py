@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["spline_sample", "gauss_newton_rows", "bilinear_points"]
+__all__ = ["spline_sample", "gauss_newton_rows", "bilinear_points", "fill_from_blocks"]
 
 # reassociation lets the sums vectorize; no "nnan"/"ninf"
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -179,3 +179,42 @@ def bilinear_points(img, rows, cols, out):  # pragma: no cover
             top = img[r0, c0] + fc * (img[r0, c0 + 1] - img[r0, c0])
             bottom = img[r0 + 1, c0] + fc * (img[r0 + 1, c0 + 1] - img[r0 + 1, c0])
             out[i, j] = top + fr * (bottom - top)
+
+
+@_jit
+def fill_from_blocks(img, mask, num, den, f, mean):  # pragma: no cover
+    """Where ``mask`` is False, ``img`` = ``num / den`` read bilinearly
+    from the grid of ``f x f`` blocks (block (i, j) centred on pixel
+    ``f i + (f - 1) / 2``; clamped at the grid's edges), or ``mean``
+    where ``den`` there is below 1e-3 (no valid pixel near)."""
+    h, w = img.shape
+    gh, gw = num.shape
+    half = (f - 1) / 2.0
+    for y in range(h):
+        v = (y - half) / f
+        if v < 0.0:
+            v = 0.0
+        if v > gh - 1:
+            v = gh - 1.0
+        r0 = min(int(v), gh - 2) if gh > 1 else 0
+        r1 = min(r0 + 1, gh - 1)
+        fr = v - r0
+        for x in range(w):
+            if mask[y, x]:
+                continue
+            u = (x - half) / f
+            if u < 0.0:
+                u = 0.0
+            if u > gw - 1:
+                u = gw - 1.0
+            c0 = min(int(u), gw - 2) if gw > 1 else 0
+            c1 = min(c0 + 1, gw - 1)
+            fc = u - c0
+            d = ((1 - fr) * ((1 - fc) * den[r0, c0] + fc * den[r0, c1])
+                 + fr * ((1 - fc) * den[r1, c0] + fc * den[r1, c1]))
+            if d <= 1e-3:
+                img[y, x] = mean
+                continue
+            n = ((1 - fr) * ((1 - fc) * num[r0, c0] + fc * num[r0, c1])
+                 + fr * ((1 - fc) * num[r1, c0] + fc * num[r1, c1]))
+            img[y, x] = n / d

@@ -32,13 +32,20 @@ def fill_masked(img, mask: np.ndarray | None, sigma: float = 4.0):
     surroundings and leaves no edge for a correlation to lock onto; pixels
     too far from any valid one take the mean of all valid pixels.  A list
     of images of one shape gets a list back, the mask's part done once.
+    Where ``sigma`` spans 4 px or more, the convolution runs on sums of
+    blocks of ``floor(sigma)`` px a side and the holes read it bilinearly
+    (:func:`_coarse_fill`): a smooth fill needs no finer grid, and it
+    costs half.
     """
     if isinstance(img, list):
         imgs = [np.asarray(a, dtype=np.float32) for a in img]
     else:
         imgs = [np.asarray(img, dtype=np.float32)]
+    f = int(sigma)
     if mask is None or mask.all():
         out = imgs
+    elif f >= 4 and min(mask.shape) >= 4 * f:
+        out = _coarse_fill(imgs, mask, f, sigma)
     else:
         m = mask.astype(np.float32)
         smooth = _gaussian_zero_padded(np.stack([m] + [a * m for a in imgs]), sigma)
@@ -50,6 +57,42 @@ def fill_masked(img, mask: np.ndarray | None, sigma: float = 4.0):
             mean = float(a[mask].mean()) if mask.any() else 0.0
             out.append(np.where(mask, a, np.where(near, num / den, mean)).astype(np.float32))
     return out if isinstance(img, list) else out[0]
+
+
+def _coarse_fill(imgs: list, mask: np.ndarray, f: int, sigma: float) -> list:
+    """:func:`fill_masked` on blocks of ``f x f`` px: the blocks' sums
+    (a box of variance ``(f^2 - 1) / 12`` px^2) through a Gaussian, read
+    back bilinearly (a triangle of variance ``f^2 / 6``), which together
+    make the variance of a Gaussian of ``sigma``."""
+    from .compiled import fill_from_blocks
+
+    h, w = mask.shape
+    H, W = -(-h // f) * f, -(-w // f) * f
+    m = np.zeros((H, W), dtype=np.float32)
+    m[:h, :w] = mask
+    stack = np.zeros((1 + len(imgs), H, W), dtype=np.float32)
+    stack[0] = m
+    for k, a in enumerate(imgs):
+        stack[1 + k, :h, :w] = np.where(mask, a, np.float32(0))
+    # block sums by strided adds (a tenth of the time of a reduction over
+    # a reshaped array)
+    cols = stack[:, :, 0::f].copy()
+    for j in range(1, f):
+        cols += stack[:, :, j::f]
+    sums = cols[:, 0::f].copy()
+    for i in range(1, f):
+        sums += cols[:, i::f]
+    rest = max(sigma * sigma - (f * f - 1) / 12 - f * f / 6, (0.5 * f) ** 2)
+    smooth = _gaussian_zero_padded(sums, np.sqrt(rest) / f) / np.float32(f * f)
+    den = smooth[0]
+    out = []
+    for a, num in zip(imgs, smooth[1:]):
+        mean = float(a[mask].mean()) if mask.any() else 0.0
+        filled = np.array(a, dtype=np.float32)
+        fill_from_blocks(filled, mask, np.ascontiguousarray(num, dtype=np.float32),
+                         np.ascontiguousarray(den, dtype=np.float32), f, np.float32(mean))
+        out.append(filled)
+    return out
 
 
 def _gaussian_zero_padded(stack: np.ndarray, sigma: float) -> np.ndarray:
