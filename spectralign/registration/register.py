@@ -117,12 +117,13 @@ POLISH_TOL = 0.03
 #: Images whose sides span twice this many pixels (or blocks) first
 #: finish on block means of 2 x 2.
 PYRAMID_SIDE = 128
-#: The finish on full pixels of an image of at least :data:`EVERY_FROM`
-#: pixels takes one pixel in this many (a checkerboard: neighbours in an
-#: image band-passed at 1 px tell much the same): median corner errors on
-#: the bench's affine 0.0064 / 0.0264 / 0.0128 px gray / binarized /
-#: vignetted against 0.0064 / 0.0232 / 0.0128 with every pixel, in 80 % of
-#: the time; the same errors in the rotation, masked and no-prior tasks.
+#: Each step of the finish on an image (or block means) of at least
+#: :data:`EVERY_FROM` pixels takes one pixel in this many (a checkerboard:
+#: neighbours in an image band-passed at 1 px tell much the same): median
+#: corner errors on the bench's affine 0.0064 / 0.0284 / 0.0129 px gray /
+#: binarized / vignetted against 0.0064 / 0.0232 / 0.0128 with every
+#: pixel, in 70 % of the time; the same errors in the rotation, masked,
+#: no-prior and 1400 px tasks.
 POLISH_EVERY = 2
 #: See :data:`POLISH_EVERY`.
 EVERY_FROM = 128 * 128
@@ -773,7 +774,7 @@ def _fit_on_blocks(fixed, fmask, moving, mmask, t: Affine, model: str, f: int,
     new, after, iters, before = refine_direct(
         sf, sfm, sm, smm, to_small @ t @ to_small.inverse(), model, _warp_mask,
         levels=levels, tol=POLISH_TOL / f, forms=forms,
-        every=POLISH_EVERY if f == 1 and sf.size >= EVERY_FROM else 1)
+        every=POLISH_EVERY if sf.size >= EVERY_FROM else 1)
     return to_small.inverse() @ new @ to_small, after, iters, before
 
 
