@@ -165,28 +165,43 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
         if cache is not None:
             cache[shape] = (M, F, F2)
     spectra = [rf(b) for b in (n, g, g * g)]
-    out = [_combine([np.conj(b) for b in spectra], M, F, F2, shape, (h1, w1), (h2, w2),
-                    min_overlap, workers)]
+    back = lambda a: scipy.fft.irfft2(a, shape, workers=workers)  # noqa: E731
+    direct = [np.conj(b) for b in spectra]
+    count, sg, sgg = (back(M * b) for b in direct)
+    found = [_coefficient(count, back(F * direct[0]), sg, back(F2 * direct[0]), sgg,
+                          back(F * direct[1]), min_overlap)]
     if half_turn:
         # conj(transform of b[::-1, ::-1]) = transform of b times this phase
         py = np.exp(2j * np.pi * (h2 - 1) * scipy.fft.fftfreq(shape[0]))[:, None]
         px = np.exp(2j * np.pi * (w2 - 1) * scipy.fft.rfftfreq(shape[1]))[None, :]
         phase = (py * px).astype(np.complex64)
-        out.append(_combine([phase * b for b in spectra], M, F, F2, shape, (h1, w1), (h2, w2),
-                            min_overlap, workers))
+        turned = [phase * b for b in spectra]
+        if np.array_equal(fixed_mask, fixed_mask[::-1, ::-1]):
+            # a mask symmetric about its frame's centre (a whole frame, or
+            # one inset evenly) sees the turned moving's mask and values at
+            # shift s as the moving's at shift (H1 - H2, W1 - W2) - s:
+            # three sums are read back, not transformed
+            def mirror(a):
+                return np.roll(a[::-1, ::-1], (h1 - h2 + 1, w1 - w2 + 1), axis=(0, 1))
+            tcount, tsg, tsgg = mirror(count), mirror(sg), mirror(sgg)
+        else:
+            tcount, tsg, tsgg = (back(M * b) for b in turned)
+        found.append(_coefficient(tcount, back(F * turned[0]), tsg, back(F2 * turned[0]), tsgg,
+                                  back(F * turned[1]), min_overlap))
+
+    def crop(a):
+        # shifts run from -(H2 - 1) to H1 - 1: the transforms hold the
+        # negative ones at the far end
+        a = np.roll(a, (h2 - 1, w2 - 1), axis=(0, 1))
+        return a[:h1 + h2 - 1, :w1 + w2 - 1]
+    out = [(crop(ncc), crop(c)) for ncc, c in found]
     return out if half_turn else out[0]
 
 
-def _combine(moving_side, M, F, F2, shape, fshape, mshape, min_overlap: float,
-             workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`masked_ncc`'s coefficient and count from the conjugated
-    transforms of moving's mask, values and squared values."""
-    (h1, w1), (h2, w2) = fshape, mshape
-    N, G, G2 = moving_side
-    back = lambda a: scipy.fft.irfft2(a, shape, workers=workers)  # noqa: E731
-    count = np.round(back(M * N))
-    sf, sg = back(F * N), back(M * G)
-    sff, sgg, sfg = back(F2 * N), back(M * G2), back(F * G)
+def _coefficient(count, sf, sg, sff, sgg, sfg, min_overlap: float):
+    """:func:`masked_ncc`'s coefficient (clipped to [-1, 1]) and count from
+    the sums over the pixels valid in both at every shift."""
+    count = np.round(count)
     ok = count >= max(min_overlap, 2.0)
     c = np.where(ok, count, np.float32(1))
     num = sfg - sf * sg / c
@@ -198,13 +213,7 @@ def _combine(moving_side, M, F, F2, shape, fshape, mshape, min_overlap: float,
         # the roots apart: their product can pass single precision's range
         ncc = np.where(ok, num / (np.sqrt(np.maximum(var_f, floor))
                                   * np.sqrt(np.maximum(var_g, floor))), np.float32(0))
-
-    def crop(a):
-        # shifts run from -(H2 - 1) to H1 - 1: the transforms hold the
-        # negative ones at the far end
-        a = np.roll(a, (h2 - 1, w2 - 1), axis=(0, 1))
-        return a[:h1 + h2 - 1, :w1 + w2 - 1]
-    return np.clip(crop(ncc), -1.0, 1.0), crop(count)
+    return np.clip(ncc, -1.0, 1.0, out=ncc), count
 
 
 def ncc_peaks(ncc: np.ndarray, moving_shape: tuple[int, int], k: int = 3,
