@@ -850,3 +850,67 @@ def test_cli_takes_file_names_with_glob_characters_as_they_are(tmp_path, sem, ca
                  str(tmp_path / "w.tif")]) == 0
     assert tifffile.imread(tmp_path / "w.tif").shape == tifffile.imread(fb).shape
     assert "a[Grid@1 0].tif -> a[Grid@0 0].tif" in capsys.readouterr().out
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), symmetric=st.booleans(),
+       h1=st.integers(20, 48), w1=st.integers(20, 48), h2=st.integers(20, 48),
+       w2=st.integers(20, 48))
+def test_half_turn_correlation_is_the_turned_images(seed, symmetric, h1, w1, h2, w2):
+    """The half-turn's masked correlation, read off its twin's transforms
+    (and, for a symmetric fixed mask, its mirrored sums), is the one
+    computed from moving turned by half a turn."""
+    from spectralign.registration.masked import masked_ncc
+
+    rng = np.random.default_rng(seed)
+    fixed = ndi.gaussian_filter(rng.random((h1, w1)), 1.5).astype(np.float32)
+    moving = ndi.gaussian_filter(rng.random((h2, w2)), 1.5).astype(np.float32)
+    fmask = np.zeros((h1, w1), bool)
+    fmask[2:h1 - 2, 3:w1 - 3] = True
+    if not symmetric:
+        fmask[4:9, 5:12] = False
+    mmask = rng.random((h2, w2)) > 0.2
+    need = 0.2 * min(fmask.sum(), mmask.sum())
+    both = masked_ncc(fixed, moving, fmask, mmask, need, {}, half_turn=True)
+    alone = [masked_ncc(fixed, m, fmask, mm, need)
+             for m, mm in ((moving, mmask), (moving[::-1, ::-1], mmask[::-1, ::-1]))]
+    for (ncc, count), (ref, ref_count) in zip(both, alone):
+        np.testing.assert_array_equal(count, ref_count)
+        np.testing.assert_allclose(ncc, ref, atol=2e-5)
+        assert np.count_nonzero(ref) > 0
+
+
+def test_register_from_threads_and_a_forked_child(sem):
+    """Calls from two threads at once give the serial answers (they share
+    one helper thread), and a child forked after a call (whose helper
+    thread is not there) registers too instead of waiting for ever."""
+    import multiprocessing
+    import threading
+
+    n = 160
+    truths = [about_centre(Affine.rotator(np.radians(a)), n, (s, -s))
+              for a, s in ((7.0, 3.2), (-12.0, -5.5), (25.0, 1.7), (-3.0, 8.1))]
+    pairs = [pair(sem, t, n, (300 + 40 * k, 260 + 30 * k)) for k, t in enumerate(truths)]
+    serial = [register(f, m, "rigid").transform.matrix for f, m in pairs]
+    threaded = [None] * len(pairs)
+
+    def work(k):
+        threaded[k] = register(*pairs[k], "rigid").transform.matrix
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(pairs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b, truth in zip(serial, threaded, truths):
+        np.testing.assert_allclose(a, b, atol=1e-9)
+        assert corner_error(Affine(a), truth, n) < 0.05
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        job = pool.apply_async(_register_matrix, pairs[0])
+        np.testing.assert_allclose(job.get(timeout=120), serial[0], atol=1e-9)
+
+
+def _register_matrix(fixed, moving):
+    return register(fixed, moving, "rigid").transform.matrix

@@ -5,7 +5,8 @@ coefficients, mirrored at the edges as :func:`scipy.ndimage.spline_filter`
 with ``mode="mirror"`` makes them), and one Gauss-Newton step of
 :func:`~spectralign.registration.direct.refine_direct` fused into a single
 pass over the valid pixels: sample, differentiate, and add each pixel's row
-to the normal equations, where numpy would make a dozen full-size arrays.
+to the normal equations, where numpy would make a dozen full-size arrays;
+and the fill of masked pixels read back from a grid of blocks.
 ``tests/test_register.py`` checks both against SciPy and numpy.
 """
 

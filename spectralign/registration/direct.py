@@ -13,6 +13,7 @@ Gaussians) first at 2 px, then at 1 px.
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -43,6 +44,16 @@ DESIGN_DTYPE = np.float32
 SPLIT_PIXELS = 20_000
 _helper: ThreadPoolExecutor | None = None
 _helper_lock = threading.Lock()
+
+
+def _forget_helper() -> None:
+    """In a forked child: the parent's thread is not there."""
+    global _helper, _helper_lock
+    _helper, _helper_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)
 
 
 def helper() -> ThreadPoolExecutor | None:
