@@ -6,7 +6,8 @@ with ``mode="mirror"`` makes them), and one Gauss-Newton step of
 :func:`~spectralign.registration.direct.refine_direct` fused into a single
 pass over the valid pixels: sample, differentiate, and add each pixel's row
 to the normal equations, where numpy would make a dozen full-size arrays;
-and the fill of masked pixels read back from a grid of blocks.
+cubic convolution (Keys 1981) for the final correlation of big images; and
+the fill of masked pixels read back from a grid of blocks.
 ``tests/test_register.py`` checks both against SciPy and numpy.
 """
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["spline_sample", "gauss_newton_rows", "bilinear_points", "fill_from_blocks"]
+__all__ = ["spline_sample", "cubic_sample", "gauss_newton_rows", "bilinear_points",
+           "fill_from_blocks"]
 
 # reassociation lets the sums vectorize; no "nnan"/"ninf"
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -94,6 +96,43 @@ def spline_sample(coef, inv, out):  # pragma: no cover
             u = inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]
             v = inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]
             out[y, x] = _sample(coef, u, v)[0]
+
+
+@_jit
+def _keys(t):  # pragma: no cover
+    # the cubic convolution kernel's four weights (Keys 1981, a = -1/2) at
+    # fraction t: taps floor - 1 .. floor + 2
+    t2 = t * t
+    t3 = t2 * t
+    return (-0.5 * t3 + t2 - 0.5 * t, 1.5 * t3 - 2.5 * t2 + 1.0,
+            -1.5 * t3 + 2.0 * t2 + 0.5 * t, 0.5 * t3 - 0.5 * t2)
+
+
+@_jit
+def cubic_sample(img, inv, out):  # pragma: no cover
+    """``out[y, x]`` = ``img`` at ``inv @ (x, y, 1)`` by cubic convolution
+    (Keys 1981): a cubic interpolation read off the pixels themselves,
+    with no spline prefilter over the whole image; taps past the edges
+    are mirrored."""
+    h, w = out.shape
+    ih, iw = img.shape
+    for y in range(h):
+        for x in range(w):
+            u = inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]
+            v = inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]
+            fu = np.floor(u)
+            fv = np.floor(v)
+            wx0, wx1, wx2, wx3 = _keys(u - fu)
+            wy0, wy1, wy2, wy3 = _keys(v - fv)
+            x0 = int(fu) - 1
+            y0 = int(fv) - 1
+            i0, i1 = _index(x0, iw), _index(x0 + 1, iw)
+            i2, i3 = _index(x0 + 2, iw), _index(x0 + 3, iw)
+            acc = 0.0
+            for j, wy in ((y0, wy0), (y0 + 1, wy1), (y0 + 2, wy2), (y0 + 3, wy3)):
+                r = img[_index(j, ih)]
+                acc += wy * (wx0 * r[i0] + wx1 * r[i1] + wx2 * r[i2] + wx3 * r[i3])
+            out[y, x] = acc
 
 
 @_jit
