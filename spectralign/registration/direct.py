@@ -262,9 +262,12 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         if valid.sum() < 64:
             return t, 0.0, total, first or 0.0
         if every > 1:  # one pixel in ``every``, on a checkerboard-like lattice
-            yy, xx = np.ogrid[:h, :w]
-            valid &= (xx + 3 * yy) % every == 0 if every > 2 else (xx + yy) % every == 0
-        y, x = (a.astype(np.float64) for a in np.nonzero(valid))
+            valid &= _lattice(h, w, every)
+        # the pixels' flat indices, found once: gathers by index are three
+        # times as fast as by the mask
+        at = np.flatnonzero(valid)
+        yi = at // w
+        y, x = yi.astype(np.float64), (at - yi * w).astype(np.float64)
         cx, cy = x.mean(), y.mean()
         centre = np.array([cx, cy])
         scale = max(float(np.ptp(x)), float(np.ptp(y)), 1.0) / 2
@@ -272,8 +275,8 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         # last level's): a quadratic surface's coefficients
         gain_c = np.array([float(np.mean(gain)), 0, 0, 0, 0, 0], dtype=np.float64)
         g0 = gain_c[0]
-        fv = fs[valid].astype(np.float64)
-        fgx, fgy = fdx[valid].astype(np.float64), fdy[valid].astype(np.float64)
+        fv, fgx, fgy = (np.ascontiguousarray(a).ravel().take(at).astype(np.float64)
+                        for a in (fs, fdx, fdy))
         # the design's last column holds fixed's values: the normal
         # equations' matrix and right-hand side come from one product
         design = np.empty((len(x), n + 1), dtype=DESIGN_DTYPE)
@@ -320,6 +323,16 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                 break
         ncc = _ncc_sums(sums)
     return t, ncc, total, first if first is not None else 0.0
+
+
+@lru_cache(maxsize=16)
+def _lattice(h: int, w: int, every: int) -> np.ndarray:
+    """One pixel in ``every`` of an ``h x w`` frame: a checkerboard for 2,
+    else the pixels with ``(x + 3 y) % every == 0``."""
+    y, x = np.ogrid[:h, :w]
+    out = ((x + y) % 2 == 0) if every == 2 else ((x + 3 * y) % every == 0)
+    out.flags.writeable = False  # shared between calls
+    return out
 
 
 def _region(fmask: np.ndarray, mmask: np.ndarray, t: Affine, warp_mask,
