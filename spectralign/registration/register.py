@@ -356,7 +356,13 @@ def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, 
 
 def _inner(mask: np.ndarray, reach: int) -> np.ndarray:
     """``mask`` less ``reach`` px along its edges and the frame's."""
-    return scipy.ndimage.binary_erosion(mask, iterations=reach) if reach else mask
+    if not reach:
+        return mask
+    if mask.all():  # a whole frame: the frame inset
+        out = np.zeros(mask.shape, dtype=bool)
+        out[reach:-reach, reach:-reach] = True
+        return out
+    return scipy.ndimage.binary_erosion(mask, iterations=reach)
 
 
 def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[float, Affine]]:
