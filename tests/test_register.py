@@ -3,6 +3,7 @@ from the real images by exact (order-5 spline) resampling."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -450,6 +451,55 @@ def test_compiled_spline_sample_matches_scipy():
     inside = (u >= 1) & (u <= 87) & (v >= 1) & (v <= 67)
     assert inside.sum() > 2000
     np.testing.assert_allclose(out[inside], ref[inside], atol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-3.0, 3.0), st.floats(0.5, 2.0), st.floats(-0.3, 0.3),
+       st.floats(-40.0, 40.0), st.floats(-40.0, 40.0), st.integers(4, 70), st.integers(4, 70),
+       st.sampled_from([0.0, 2.0, 3.5]))
+def test_whole_frame_mask_is_where_the_inverse_lands_inside(angle, scale, shear, tx, ty,
+                                                            mh, mw, margin):
+    """Where a whole moving frame lands in fixed: each pixel whose inverse
+    map falls ``margin`` px inside moving's frame, as numpy reckons it."""
+    reg_mod = importlib.import_module("spectralign.registration.register")
+    t = Affine(Affine.rotator(angle).linear @ np.array([[scale, shear], [0.0, 1.0]]))
+    t = Affine.translator((tx, ty)) @ t
+    got = reg_mod._warp_mask(t, np.ones((mh, mw), bool), (50, 60), margin=margin)
+    a = t.inverse().matrix
+    x, y = np.arange(60.0), np.arange(50.0)[:, None]
+    u, v = a[0, 0] * x + (a[0, 1] * y + a[0, 2]), a[1, 0] * x + (a[1, 1] * y + a[1, 2])
+    want = ((u >= margin - 1e-3) & (u <= mw - 1 - margin + 1e-3)
+            & (v >= margin - 1e-3) & (v <= mh - 1 - margin + 1e-3))
+    assert got.dtype == bool and got.shape == (50, 60)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_block_means_made_once_a_call_and_forgotten_with_the_image():
+    """The stages' block means of one image come from one computation; an
+    image freed takes its entry with it (no other array can be served its
+    means), and the store is empty once ``register`` returns."""
+    import gc
+
+    reg_mod = importlib.import_module("spectralign.registration.register")
+    rng = np.random.default_rng(8)
+    img = rng.random((64, 48)).astype(np.float32)
+    mask = np.ones(img.shape, bool)
+    mask[:5, :7] = False
+    first = reg_mod._shrink(img, mask, 2)
+    again = reg_mod._shrink(img, mask, 2)
+    assert again[0] is first[0] and again[1] is first[1]
+    means = img.reshape(32, 2, 24, 2).mean(axis=(1, 3))
+    ok = mask.reshape(32, 2, 24, 2).all(axis=(1, 3))
+    np.testing.assert_allclose(first[0][ok], means[ok], rtol=1e-6)
+    np.testing.assert_array_equal(first[1], ok)
+    assert reg_mod._shrink(img, mask, 4)[0].shape == (16, 12)
+    n = len(reg_mod._SHRUNK._made)
+    del img
+    gc.collect()
+    assert len(reg_mod._SHRUNK._made) == n - 2
+    fixed = ndi.gaussian_filter(rng.random((300, 300)), 2.0)
+    register(fixed[:256, :256], fixed[20:276, 30:286], model="translation")
+    assert not reg_mod._SHRUNK._made
 
 
 def test_compiled_bilinear_points_match_scipy():

@@ -17,7 +17,7 @@ import numba
 import numpy as np
 
 __all__ = ["spline_sample", "cubic_sample", "gauss_newton_rows", "bilinear_points",
-           "fill_from_blocks"]
+           "fill_from_blocks", "frame_mask"]
 
 # reassociation lets the sums vectorize; no "nnan"/"ninf"
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -85,6 +85,24 @@ def _sample(coef, u, v):  # pragma: no cover
     du = wy0 * d0 + wy1 * d1 + wy2 * d2 + wy3 * d3
     dv = dy0 * v0 + dy1 * v1 + dy2 * v2 + dy3 * v3
     return val, du, dv
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def frame_mask(inv, mh, mw, margin, out):  # pragma: no cover
+    """``out[y, x]`` = whether ``inv @ (x, y, 1)`` lies in a frame of ``mh
+    x mw`` px, ``margin`` px in from its edges (the same sums as numpy's
+    in ``register._warp_mask``, in the same order, without fast-math)."""
+    h, w = out.shape
+    lo = margin - 1e-3
+    hu = mw - 1 - margin + 1e-3
+    hv = mh - 1 - margin + 1e-3
+    for y in range(h):
+        bu = inv[0, 1] * y + inv[0, 2]
+        bv = inv[1, 1] * y + inv[1, 2]
+        for x in range(w):
+            u = inv[0, 0] * x + bu
+            v = inv[1, 0] * x + bv
+            out[y, x] = (u >= lo) and (u <= hu) and (v >= lo) and (v <= hv)
 
 
 @_jit

@@ -28,7 +28,9 @@ Four stages, each honouring both validity masks:
 from __future__ import annotations
 
 import itertools
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import Any
@@ -68,6 +70,13 @@ NCC_THRESHOLD = 0.4
 DOUBT_NCC = 0.85
 #: See :data:`DOUBT_NCC`.
 DOUBT_SNR = 8.0
+#: Below this detail correlation the other candidates are refined too
+#: whatever the windows' SNR: windows of sparse, faint content can agree
+#: weakly (SNR 5-6) on a placement far off, where the pixels correlate at
+#: 0.3-0.48 (crops of a widefield YFP tile overlapping by half), while the
+#: right placements of the bench's 128 px crops under noise of 0.2 of the
+#: range reach 0.505 and more (the first percentile 0.615).
+DOUBT_NCC_ANY = 0.5
 #: Windows whose correlation peak has a lower SNR take no part in the fit
 #: (small noisy windows that match reach 4 to 6; the robust fit sorts out
 #: the chance matches among them).
@@ -283,15 +292,12 @@ def _warp_mask(t: Affine, mask: np.ndarray, shape: tuple[int, int],
     moving's edges where ``mask`` is all valid."""
     h, w = shape
     if mask.all():  # a whole image: where the inverse map lands inside it
-        inv = t.inverse()
-        a = inv.matrix
-        x = np.arange(w, dtype=np.float64)
-        y = np.arange(h, dtype=np.float64)[:, None]
-        mh, mw = mask.shape
-        u = a[0, 0] * x + (a[0, 1] * y + a[0, 2])
-        v = a[1, 0] * x + (a[1, 1] * y + a[1, 2])
-        lo, du, dv = margin - 1e-3, mw - 1 - margin + 1e-3, mh - 1 - margin + 1e-3
-        return (u >= lo) & (u <= du) & (v >= lo) & (v <= dv)
+        from .compiled import frame_mask
+
+        out = np.empty((h, w), dtype=bool)
+        frame_mask(np.ascontiguousarray(t.inverse().matrix, dtype=np.float64), mask.shape[0],
+                   mask.shape[1], float(margin), out)
+        return out
     m = np.asarray(t.apply(mask.astype(np.float32), (0, 0, w, h), order=1, fill=0.0))
     return m > 0.999
 
@@ -307,9 +313,54 @@ def _overlap(t: Affine, fmask: np.ndarray, mmask: np.ndarray) -> np.ndarray:
 
 def _shrink(img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
     """Block means of ``f x f`` pixels over valid ones; blocks with any
-    invalid pixel are invalid."""
+    invalid pixel are invalid.  The stages shrink the same images by the
+    same blocks (the windows' frames and the pixels' fit, say): within a
+    call of :func:`register` each is shrunk once (:class:`_Shrunk`)."""
     if f == 1:
         return img, mask
+    return _SHRUNK.get(img, mask, f)
+
+
+class _Shrunk:
+    """What :func:`_shrink` has made, by the identity of the image and
+    mask, shared by the threads.  An entry holds weak references to its
+    image and mask and goes when either is freed (so that no other array
+    takes their identity while it lasts); :func:`register` empties the
+    store as it returns."""
+
+    def __init__(self, size: int = 16):
+        self._lock = threading.Lock()
+        self._made: dict = {}
+        self._size = size
+
+    def get(self, img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(img), id(mask), f)
+        with self._lock:
+            hit = self._made.get(key)
+        if hit is not None and hit[0]() is img and hit[1]() is mask:
+            return hit[2]
+        out = _block_means(img, mask, f)
+
+        def forget(_, key=key):
+            with self._lock:
+                self._made.pop(key, None)
+        entry = (weakref.ref(img, forget), weakref.ref(mask, forget), out)
+        with self._lock:
+            if len(self._made) >= self._size:
+                self._made.pop(next(iter(self._made)))
+            self._made[key] = entry
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._made.clear()
+
+
+_SHRUNK = _Shrunk()
+
+
+def _block_means(img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_shrink`'s work."""
     if mask.all():
         small = _block_sum(img, f)
         small *= np.float32(1.0 / (f * f))
@@ -687,7 +738,8 @@ def _best(fixed, fmask, moving, mmask, model: str, soon_frames: _Soon, ahead: _S
                 # pattern a period off: where the pixels' detail says so,
                 # the other candidates are heard too, and the most
                 # significant wins
-                if not (found[5] < DOUBT_NCC and found[1] >= DOUBT_SNR):
+                if not (found[5] < DOUBT_NCC
+                        and (found[1] >= DOUBT_SNR or found[5] < DOUBT_NCC_ANY)):
                     return _most_significant(agreed, fmask, mmask), best_snr
             elif found is not None and (best is None or found[2] > best[2]):
                 best = found
@@ -979,8 +1031,11 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     # band-passed images
     soon_frames = _Soon(_frames, f_img, fmask, m_img, mmask)
     ahead = _Soon(_prepare, f_img, fmask, m_img, mmask)
-    found, best_snr = _best(f_img, fmask, m_img, mmask, model, soon_frames, ahead)
-    frames = soon_frames.result()
+    try:
+        found, best_snr = _best(f_img, fmask, m_img, mmask, model, soon_frames, ahead)
+        frames = soon_frames.result()
+    finally:
+        _SHRUNK.clear()
     if found is None or (found[2] < _agreeing(model) and not np.isnan(found[3])):
         agree = found[2] if found is not None else 0
         raise NoOverlapError(
