@@ -509,7 +509,10 @@ def _parts(fixed, fmask, moving, mmask, model: str):
     overlapping by 50-65 %), while the parts that hold the same content
     match strongly.  The two strongest of the eight pairs are placed
     (they held the right angle on 24 of 30 such crops with halves, on 30
-    of 30 with parts of 0.6 of the frame)."""
+    of 30 with parts of 0.6 of the frame), each on the parts that matched:
+    on the whole frames, content that repeats along one axis (rows of
+    cells, stripes) can correlate best where the frames lie on each other
+    instead of at the offset the parts tell."""
     if model == "translation":
         return
     f = _factor(fixed, moving, COARSE_SIDE)
@@ -519,10 +522,31 @@ def _parts(fixed, fmask, moving, mmask, model: str):
     for fpart, mpart in _part_pairs(sf.shape, sm.shape):
         if min(sfm[fpart].sum(), smm[mpart].sum()) < MIN_VALID // 4:
             continue
-        cands += rotation_scale_candidates(sf[fpart], sfm[fpart], sm[mpart], smm[mpart],
-                                           scale=model != "rigid", k=1)
+        cands += [(a, sc, v, fpart, mpart) for a, sc, v in rotation_scale_candidates(
+            sf[fpart], sfm[fpart], sm[mpart], smm[mpart], scale=model != "rigid", k=1)]
     cands.sort(key=lambda c: -c[2])
-    yield from _placed(fixed, fmask, moving, mmask, cands[:2])
+
+    def placed(a, sc, fpart, mpart):
+        # the parts' slices on the full frames, and the placements back
+        fs = tuple(slice(s.start * f, s.stop * f) for s in fpart)
+        ms = tuple(slice(s.start * f, s.stop * f) for s in mpart)
+        fp, fpm, mp, mpm = fixed[fs], fmask[fs], moving[ms], mmask[ms]
+        g = _factor(fp, mp, PLACE_SIDE)
+        pf, pfm = _shrink(fp, fpm, g)
+        pm, pmm = _shrink(mp, mpm, g)
+        lins = [Affine.rotator(a + turn) @ Affine.scaler(sc) for turn in (0.0, np.pi)]
+        into, out_of = (Affine.translator((s[1].start, s[0].start)) for s in (fs, ms))
+        return [(v, into @ t @ out_of.inverse())
+                for v, t in _placements(pf, pfm, pm, pmm, lins, g, 1.0)]
+    if not cands:
+        return
+    first = placed(*cands[0][:2], *cands[0][3:])
+    if first:
+        yield first[0]
+    rest = first[1:] + [vt for c in cands[1:2] for vt in placed(*c[:2], *c[3:])]
+    rest.sort(key=lambda vt: -vt[0])
+    if rest:
+        yield rest[0]
 
 
 def _placed(fixed, fmask, moving, mmask, cands):
