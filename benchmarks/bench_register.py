@@ -34,6 +34,10 @@ Spots are drawn again where less than a third of either crop's 32 px
 blocks show content (H&E and the fluorescence tile are half blank, and no
 method aligns two blank crops); the same pairs go to every method.
 
+``--sources other`` cuts the same tasks from seven images they were never
+tuned on (:func:`other_sources`), some of them faint (moon) or smooth
+(the phase-contrast cell).
+
 Peers run in ``benchmarks/.peer-env`` (``register_peers.py``); their time
 and ours are per pair, wall clock, after a warm-up pair.  The methods take
 turns on chunks of ``--chunk`` pairs (10), so that the shared machine's
@@ -77,6 +81,30 @@ def sources() -> list[tuple[str, np.ndarray]]:
     from imageio.v3 import imread
     tem = np.hstack([imread(DATA / "sstem_stack" / f"{k}.png") for k in (0, 10, 20)])
     out.append(("tem", tem.astype(np.float64) / 255))
+    return [(name, ndi.gaussian_filter(img, 0.8)) for name, img in out]
+
+
+def other_sources() -> list[tuple[str, np.ndarray]]:
+    """Images the tasks above were never tuned on (``--sources other``):
+    the SEM grid's tiles side by side, the YFP tile (root cells), the
+    second fluorescence tile, and scikit-image's phase-contrast cell, moon,
+    immunohistochemistry and gravel pictures."""
+    import tifffile
+    import skimage.data
+    from imageio.v3 import imread
+
+    def gray(a):
+        a = np.asarray(a, dtype=np.float64)
+        return a.mean(axis=-1) if a.ndim == 3 else a
+
+    grid = np.hstack([gray(imread(DATA / "stitch2d_grid" / f"stitch2d_ex[Grid@0 {k}].jpg"))
+                      for k in range(3)])
+    yfp = gray(imread(DATA / "yfp_montage_pair" / "C2-20250523_montage_YFP_ideal_02.jpg"))
+    fl = tifffile.imread(DATA / "fluorescence_pair" / "tile1.tif").astype(np.float64)
+    out = [("grid", grid / 255), ("yfp", yfp / yfp.max()), ("fluo1", fl / np.percentile(fl, 99.9)),
+           ("cell", gray(skimage.data.cell()) / 255), ("moon", gray(skimage.data.moon()) / 255),
+           ("ihc", gray(skimage.data.immunohistochemistry()) / 255),
+           ("gravel", gray(skimage.data.gravel()) / 255)]
     return [(name, ndi.gaussian_filter(img, 0.8)) for name, img in out]
 
 
@@ -320,11 +348,15 @@ def main(argv=None):
     ap.add_argument("--tasks", default=",".join(TASKS),
                     help=f"comma-separated, of {', '.join(TASKS)} (default all)")
     ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--sources", choices=("bench", "other"), default="bench",
+                    help="the images pairs are cut from: the bench's four, or seven others "
+                         "(SEM grid, YFP, second fluorescence tile, scikit-image's cell, moon, "
+                         "immunohistochemistry, gravel)")
     ap.add_argument("--chunk", type=int, default=10,
                     help="pairs each method runs before the next takes its turn (0: all)")
     args = ap.parse_args(argv)
     count = 20 if args.quick else 100
-    srcs = sources()
+    srcs = sources() if args.sources == "bench" else other_sources()
     peers = PEER_PY.is_file()
     if not peers:
         print("peer environment missing (bash benchmarks/setup_peer_env.sh): ours only")
