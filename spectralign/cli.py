@@ -244,6 +244,30 @@ def _save(path: Path, data: np.ndarray) -> None:
     Image(data).save(path)
 
 
+def _mask_files(arg: str | None, count: int, batch: bool, flag: str) -> list:
+    """The mask file of each of ``count`` pairs: none, one file for every
+    pair, or (for many pairs) a folder or glob pattern with one mask a
+    pair, paired in natural order as the images are."""
+    import glob
+
+    from .errors import NoTilesError
+    from .io.files import collect_tiles
+
+    if arg is None:
+        return [None] * count
+    if os.path.isfile(arg):
+        return [arg] * count
+    if batch and (os.path.isdir(arg) or glob.has_magic(arg)):
+        files, _ = collect_tiles(arg)
+        if len(files) != count:
+            raise NoTilesError(f"Expected one {flag} a pair ({count}) to pair in order. "
+                               f"Got {len(files)} matching {arg!r}.")
+        return files
+    raise FileNotFoundError(f"Expected {flag} as an image file"
+                            f"{' (or, for many pairs, a folder or pattern of one mask a pair)' if batch else ''}. "
+                            f"Got {arg!r}, which does not exist.")
+
+
 def _pairs(fixed: str, moving: str) -> tuple[list[tuple[str, str]], bool]:
     """One pair, or two folders or glob patterns paired in natural order
     (and whether they were)."""
@@ -281,8 +305,9 @@ FIXED's frame (TIFF: float32, PNG: 8 bits), --diff the difference picture
 transform and its quality.
 
 Many pairs: FIXED and MOVING are two folders or quoted glob patterns with as
-many images each, paired in natural order (a2 before a10; masks, if
-given, serve every pair); -o is then a
+many images each, paired in natural order (a2 before a10; a mask file
+serves every pair, a folder or pattern of masks gives one a pair, paired
+in the same order); -o is then a
 folder for the warped images (named after the moving ones), --diff a folder
 for the difference pictures, and --table a CSV (or .json) of every pair's
 transform and quality.  A pair with no overlap found, or an image that
@@ -323,22 +348,37 @@ Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
                 f"to replace them or choose other paths.")
     from .io.image import Image
 
-    masks = {k: (np.asarray(Image(v)) > 0.5 if v else None)
-             for k, v in (("fixed_mask", args.fixed_mask), ("moving_mask", args.moving_mask))}
+    mask_files = {k: _mask_files(v, len(pairs), batch, flag) for k, v, flag in
+                  (("fixed_mask", args.fixed_mask, "--fixed-mask"),
+                   ("moving_mask", args.moving_mask, "--moving-mask"))}
+    loaded: dict = {}
+
+    def mask(path):
+        if path is None:
+            return None
+        if path not in loaded:  # one mask for every pair is read once
+            loaded.clear()
+            loaded[path] = np.asarray(Image(path)) > 0.5
+        return loaded[path]
+    # a single mask file is read before any work
+    for files in mask_files.values():
+        if files and len(set(files)) == 1:
+            mask(files[0])
     if batch:
         for folder in (out, diff):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-    rows, failed, warned = [], 0, 0
+    rows, failed, warned, unread = [], 0, 0, 0
     from tqdm import tqdm
 
     bar = tqdm(list(zip(pairs, targets)), desc="registering", unit="pair",
                disable=args.quiet or not batch, file=sys.stderr)
-    for (f, m), (warp_path, diff_path) in bar:
+    for i, ((f, m), (warp_path, diff_path)) in enumerate(bar):
         row = {"fixed": str(f), "moving": str(m)}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
+                masks = {k: mask(files[i]) for k, files in mask_files.items()}
                 reg = register(f, m, model=args.model, denoise=args.denoise, **masks)
             except NoOverlapError as exc:
                 if not batch:
@@ -351,6 +391,7 @@ Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
                 if not batch:
                     raise
                 failed += 1
+                unread += 1
                 row.update(status=f"error: {exc}")
                 bar.write(f"spectralign: {Path(m).name}: {exc}", file=sys.stderr)
                 rows.append(row)
@@ -378,7 +419,8 @@ Exit status: 0, 1 when a pair failed or (with --strict) warned, 2 for bad input.
         _write_table(Path(args.table), rows)
     if batch and not args.quiet:
         print(f"registered {len(rows) - failed} of {len(rows)} pairs"
-              f"{f'; {failed} with no overlap found' if failed else ''}"
+              f"{f'; {failed - unread} with no overlap found' if failed - unread else ''}"
+              f"{f'; {unread} that could not be read (see the table)' if unread else ''}"
               f"{f'; {warned} warning(s)' if warned else ''}")
     return 1 if failed or (warned and args.strict) else 0
 
@@ -513,9 +555,11 @@ def _parser() -> argparse.ArgumentParser:
                     choices=tuple(DENOISERS),
                     help="prefilter both images (see docs/benchmarks.md for when it helps)")
     rg.add_argument("--fixed-mask", default=None, metavar="MASK",
-                    help="image file, white where FIXED's pixels are valid")
+                    help="image file, white where FIXED's pixels are valid (for many pairs, "
+                         "also a folder or pattern of one mask a pair)")
     rg.add_argument("--moving-mask", default=None, metavar="MASK",
-                    help="image file, white where MOVING's pixels are valid")
+                    help="image file, white where MOVING's pixels are valid (for many pairs, "
+                         "also a folder or pattern of one mask a pair)")
     rg.add_argument("--overwrite", action="store_true", help="replace earlier outputs")
     rg.add_argument("--strict", action="store_true",
                     help="exit with status 1 when a warning was raised (e.g. a low SNR)")

@@ -317,6 +317,44 @@ def test_cli_batch_pairs_two_folders(tmp_path, sem, capsys):
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["m0.tif", "m1.tif", "m2.tif"]
 
 
+def test_cli_batch_takes_one_mask_a_pair_from_a_folder(tmp_path, sem, capsys):
+    """Masks in a folder pair with the images in natural order: each
+    pair's own block (bright, on moving alone) is left out, where with no
+    mask, or the other pair's, no overlap is found; a count that does not
+    match is one line and exit 2 before any work."""
+    import tifffile
+
+    for d in ("a", "b", "ma", "mb"):
+        (tmp_path / d).mkdir()
+    truths = []
+    for k in range(2):
+        truth = Affine.translator((3.3 + k, -2.6))
+        fixed, moving = pair(sem, truth, 192, (500 + 70 * k, 520))
+        block = np.zeros(moving.shape, bool)
+        block[20 + 60 * k:110 + 60 * k, 30:150] = True
+        moving = np.where(block, moving.max() * 3, moving)
+        tifffile.imwrite(tmp_path / "a" / f"f{k}.tif", fixed)
+        tifffile.imwrite(tmp_path / "b" / f"m{k}.tif", moving.astype(np.float32))
+        tifffile.imwrite(tmp_path / "ma" / f"f{k}.tif", np.full(fixed.shape, 255, np.uint8))
+        tifffile.imwrite(tmp_path / "mb" / f"m{k}.tif", np.where(block, 0, 255).astype(np.uint8))
+        truths.append(truth)
+    table = tmp_path / "t.json"
+    argv = ["register", str(tmp_path / "a"), str(tmp_path / "b"), "--model", "translation",
+            "--fixed-mask", str(tmp_path / "ma"), "--moving-mask", str(tmp_path / "mb"),
+            "--table", str(table), "-q"]
+    assert main(argv) == 0
+    rows = json.loads(table.read_text())
+    for row, truth in zip(rows, truths):
+        assert np.abs(np.array(row["matrix"])[:, 2] - truth.translation()).max() < 0.05
+    (tmp_path / "mb" / "m1.tif").unlink()
+    assert main(argv[:-3] + ["--table", str(tmp_path / "t2.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--moving-mask" in err
+    assert not (tmp_path / "t2.json").exists()
+    assert main(argv[:5] + ["--moving-mask", str(tmp_path / "none.tif")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
 def test_cli_bad_input_is_one_line(tmp_path, sem, capsys):
     f, _ = _write_pair(tmp_path, sem)
     assert main(["register", str(f), str(tmp_path / "none.tif")]) == 2
