@@ -165,7 +165,10 @@ class Registration:
         prefilter costs more than the rest of the finish: it reads a
         little lower, 0.970 for 0.976 in the README's example): the
         pixels' own verdict (1: identical up to gain and offset; shading
-        that one image has and the other lacks lowers it).
+        that one image has and the other lacks lowers it).  Of the images
+        as matched: a binarized image whose contrast is the gray one's
+        inverted is matched inverted (:meth:`warp` and :meth:`difference`
+        show the images as given).
     overlap : float
         Fraction of fixed's valid pixels that moving's valid pixels cover.
     windows : int
@@ -984,6 +987,43 @@ def _direct(fixed, fmask, moving, mmask, starts, model: str, frames: _Frames):
     return t, snr, int(good.sum()), float("nan"), iters, ncc
 
 
+def _solve(f_img, fmask, m_img, mmask, model: str):
+    """:func:`_best`'s result and the windows' frames, or
+    :class:`~spectralign.errors.NoOverlapError`."""
+    # what does not hang on the transform is made on the helper thread
+    # while this one seeks it: the windows' frames, then the pixels' fit's
+    # band-passed images
+    soon_frames = _Soon(_frames, f_img, fmask, m_img, mmask)
+    ahead = _Soon(_prepare, f_img, fmask, m_img, mmask)
+    try:
+        found, best_snr = _best(f_img, fmask, m_img, mmask, model, soon_frames, ahead)
+        frames = soon_frames.result()
+    finally:
+        _SHRUNK.clear()
+    if found is None or (found[2] < _agreeing(model) and not np.isnan(found[3])):
+        agree = found[2] if found is not None else 0
+        raise NoOverlapError(
+            f"Expected two images that share content. Found none: at best {agree} spectral "
+            f"windows agreed on one transform ({_agreeing(model)} needed for {model!r}), "
+            f"the best window reached SNR {best_snr:.1f}. Check that the images overlap by "
+            f"at least a quarter of their area, try denoise='gaussian' for very noisy "
+            f"images, or mask out regions that differ.", best_snr=best_snr)
+    return found, frames
+
+
+def _inverted_binary(f_img, fmask, m_img, mmask):
+    """Fixed and moving with the binary one of them inverted (its two
+    values swapped), or None unless exactly one of them is binary."""
+    bf, bm = _is_binary(f_img, fmask), _is_binary(m_img, mmask)
+    if bf == bm:
+        return None
+
+    def flip(img, mask):
+        vals = img[mask]
+        return (vals.min() + vals.max() - img).astype(np.float32)
+    return (flip(f_img, fmask), m_img) if bf else (f_img, flip(m_img, mmask))
+
+
 def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any = None,
              moving_mask: Any = None, denoise: Any = None) -> Registration:
     """Align two whole images with no prior: where does moving lie on fixed?
@@ -1050,24 +1090,21 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     if denoise is not None:
         f_img = np.where(fmask, denoise_image(fill_masked(f_img, fmask), denoise), f_img)
         m_img = np.where(mmask, denoise_image(fill_masked(m_img, mmask), denoise), m_img)
-    # what does not hang on the transform is made on the helper thread
-    # while this one seeks it: the windows' frames, then the pixels' fit's
-    # band-passed images
-    soon_frames = _Soon(_frames, f_img, fmask, m_img, mmask)
-    ahead = _Soon(_prepare, f_img, fmask, m_img, mmask)
+    user_f, user_m = f_img, m_img
     try:
-        found, best_snr = _best(f_img, fmask, m_img, mmask, model, soon_frames, ahead)
-        frames = soon_frames.result()
-    finally:
-        _SHRUNK.clear()
-    if found is None or (found[2] < _agreeing(model) and not np.isnan(found[3])):
-        agree = found[2] if found is not None else 0
-        raise NoOverlapError(
-            f"Expected two images that share content. Found none: at best {agree} spectral "
-            f"windows agreed on one transform ({_agreeing(model)} needed for {model!r}), "
-            f"the best window reached SNR {best_snr:.1f}. Check that the images overlap by "
-            f"at least a quarter of their area, try denoise='gaussian' for very noisy "
-            f"images, or mask out regions that differ.", best_snr=best_snr)
+        found, frames = _solve(f_img, fmask, m_img, mmask, model)
+    except NoOverlapError as first:
+        # a binarized image whose contrast is the gray one's inverted (the
+        # objects white in one, dark in the other) matches nowhere as it
+        # is: the binary image inverted is tried before giving up
+        flipped = _inverted_binary(f_img, fmask, m_img, mmask)
+        if flipped is None:
+            raise
+        try:
+            found, frames = _solve(flipped[0], fmask, flipped[1], mmask, model)
+        except NoOverlapError as second:
+            raise (first if first.best_snr >= second.best_snr else second) from None
+        f_img, m_img = flipped
     t, snr, kept, residual, iters, detail = found
     # every other pixel of a big image tells the coefficient (and the
     # overlap) as well
@@ -1099,5 +1136,5 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
     return Registration(transform=t, model=model, snr=snr, ncc=ncc,
                         overlap=float(sub.sum() / fmask[::k, ::k].sum()), windows=kept,
                         residual=residual, iterations=iters, detail_ncc=detail,
-                        _fixed=f_img, _moving=m_img,
+                        _fixed=user_f, _moving=user_m,
                         _fixed_mask=fmask, _moving_mask=mmask)
