@@ -738,17 +738,19 @@ def _agreeing(model: str) -> int:
     return MIN_POINTS[model] + 3
 
 
-def _best(fixed, fmask, moving, mmask, model: str, soon_frames: _Soon, ahead: _Soon):
+def _best(fixed, fmask, moving, mmask, model: str, soon_frames: _Soon, ahead: _Soon,
+          quick: bool = False):
     """Refine the two best candidates; if neither has enough windows that
     agree, the two best of the parts' spectra (:func:`_parts`); then
     search every angle and refine its two best; if still none does,
-    fit all the pixels from each of those starts (:mod:`.direct`).
+    fit all the pixels from each of those starts (:mod:`.direct`).  With
+    ``quick``, the two best candidates only.
 
     Returns (transform, snr, windows, residual, iterations, detail
     correlation) or None, and the best window SNR seen."""
     best, best_snr, starts, agreed = None, 0.0, [], []
     frames = None
-    for search in (_coarse, _parts, _search):
+    for search in (_coarse,) if quick else (_coarse, _parts, _search):
         if search is not _coarse and model == "translation":
             break
         if agreed and search is _search:
@@ -772,6 +774,8 @@ def _best(fixed, fmask, moving, mmask, model: str, soon_frames: _Soon, ahead: _S
                 best = found
     if agreed:
         return _most_significant(agreed, fmask, mmask), best_snr
+    if quick:
+        return best, best_snr
     direct = _direct(fixed, fmask, moving, mmask, starts, model, soon_frames.result())
     return (direct if direct is not None else best), best_snr
 
@@ -987,7 +991,7 @@ def _direct(fixed, fmask, moving, mmask, starts, model: str, frames: _Frames):
     return t, snr, int(good.sum()), float("nan"), iters, ncc
 
 
-def _solve(f_img, fmask, m_img, mmask, model: str):
+def _solve(f_img, fmask, m_img, mmask, model: str, quick: bool = False):
     """:func:`_best`'s result and the windows' frames, or
     :class:`~spectralign.errors.NoOverlapError`."""
     # what does not hang on the transform is made on the helper thread
@@ -996,7 +1000,7 @@ def _solve(f_img, fmask, m_img, mmask, model: str):
     soon_frames = _Soon(_frames, f_img, fmask, m_img, mmask)
     ahead = _Soon(_prepare, f_img, fmask, m_img, mmask)
     try:
-        found, best_snr = _best(f_img, fmask, m_img, mmask, model, soon_frames, ahead)
+        found, best_snr = _best(f_img, fmask, m_img, mmask, model, soon_frames, ahead, quick)
         frames = soon_frames.result()
     finally:
         _SHRUNK.clear()
@@ -1091,20 +1095,25 @@ def register(fixed: Any, moving: Any, model: str = "affine", *, fixed_mask: Any 
         f_img = np.where(fmask, denoise_image(fill_masked(f_img, fmask), denoise), f_img)
         m_img = np.where(mmask, denoise_image(fill_masked(m_img, mmask), denoise), m_img)
     user_f, user_m = f_img, m_img
-    try:
-        found, frames = _solve(f_img, fmask, m_img, mmask, model)
-    except NoOverlapError as first:
-        # a binarized image whose contrast is the gray one's inverted (the
-        # objects white in one, dark in the other) matches nowhere as it
-        # is: the binary image inverted is tried before giving up
-        flipped = _inverted_binary(f_img, fmask, m_img, mmask)
-        if flipped is None:
-            raise
+    # a binarized image whose contrast is the gray one's inverted (the
+    # objects white in one, dark in the other) matches nowhere as it is:
+    # where the best candidates fail, the binary image inverted is tried
+    # on its best candidates, then both in full before giving up
+    flipped = _inverted_binary(f_img, fmask, m_img, mmask)
+    tries = [((f_img, m_img), True), (flipped, True), ((f_img, m_img), False),
+             (flipped, False)] if flipped is not None else [((f_img, m_img), False)]
+    failed = None
+    for (f_try, m_try), quick in tries:
         try:
-            found, frames = _solve(flipped[0], fmask, flipped[1], mmask, model)
-        except NoOverlapError as second:
-            raise (first if first.best_snr >= second.best_snr else second) from None
-        f_img, m_img = flipped
+            found, frames = _solve(f_try, fmask, m_try, mmask, model, quick)
+        except NoOverlapError as exc:
+            if failed is None or exc.best_snr > failed.best_snr:
+                failed = exc
+            continue
+        f_img, m_img = f_try, m_try
+        break
+    else:
+        raise failed
     t, snr, kept, residual, iters, detail = found
     # every other pixel of a big image tells the coefficient (and the
     # overlap) as well
