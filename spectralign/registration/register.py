@@ -28,6 +28,7 @@ Four stages, each honouring both validity masks:
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import warnings
 import weakref
@@ -360,6 +361,10 @@ class _Shrunk:
 
 
 _SHRUNK = _Shrunk()
+# a child forked while another thread held the lock would wait on it for
+# ever: the child starts with a store of its own
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _SHRUNK.__init__())
 
 
 def _block_means(img: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
