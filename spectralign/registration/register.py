@@ -759,7 +759,8 @@ def _best(fixed, fmask, moving, mmask, model: str, soon_frames: _Soon, ahead: _S
     agree, the two best of the parts' spectra (:func:`_parts`); then
     search every angle and refine its two best; if still none does,
     fit all the pixels from each of those starts (:mod:`.direct`).  With
-    ``quick``, the two best candidates only.
+    ``quick``, the two best candidates only, and only a clear agreement
+    counts.
 
     Returns (transform, snr, windows, residual, iterations, detail
     correlation) or None, and the best window SNR seen."""
@@ -787,10 +788,10 @@ def _best(fixed, fmask, moving, mmask, model: str, soon_frames: _Soon, ahead: _S
                     return _most_significant(agreed, fmask, mmask), best_snr
             elif found is not None and (best is None or found[2] > best[2]):
                 best = found
+    if quick:  # doubtful agreement is heard only once the full search has run
+        return best, best_snr
     if agreed:
         return _most_significant(agreed, fmask, mmask), best_snr
-    if quick:
-        return best, best_snr
     direct = _direct(fixed, fmask, moving, mmask, starts, model, soon_frames.result())
     return (direct if direct is not None else best), best_snr
 
