@@ -117,9 +117,12 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     points, far = _geometry(n, lo, nr, log_step, ANGLES)
     lp1 = _log_polar(_magnitude(fixed, fixed_mask, n), points, far)
     lp2 = _log_polar(_magnitude(moving, moving_mask, n), points, far)
-    # angle is periodic; radius is not: taper it and pad to twice its length
+    # angle is periodic; radius is not: taper it, and pad it by the
+    # farthest shift sought (none where the scale is not), so that no
+    # shift within reach wraps round
     taper = np.hanning(nr + 2)[1:-1].astype(np.float32)
-    shape = (ANGLES, 2 * nr)
+    reach = int(np.ceil(np.log(max_scale * 1.05) / log_step)) if scale else 0
+    shape = (ANGLES, scipy.fft.next_fast_len(nr + reach, real=True))
     s1 = scipy.fft.rfft2(lp1 * taper, shape)
     s2 = scipy.fft.rfft2(lp2 * taper, shape)
     cross = s1 * np.conj(s2)
@@ -130,7 +133,6 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     corr = scipy.fft.irfft2(cross, shape)
     # corr[a, r]: lp1(t + a, q + r) ~ lp2(t, q)
     if scale:
-        reach = int(np.ceil(np.log(max_scale * 1.05) / log_step))
         rows = np.r_[0:reach + 1, shape[1] - reach:shape[1]]
     else:
         rows = np.array([0])

@@ -410,17 +410,25 @@ def _bandpass(img: np.ndarray, mask: np.ndarray, fine: float = 2.0) -> np.ndarra
     return bandpass(fill_masked(img, mask), fine)
 
 
-def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine) -> tuple[Affine, np.ndarray, np.ndarray]:
-    """Moving through the linear map ``lin``, on a canvas that holds all of
-    it: returns the map from moving to the canvas, the canvas and its mask."""
+def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine,
+            reach: int) -> tuple[Affine, np.ndarray, np.ndarray]:
+    """Moving (its band-passed form) through the linear map ``lin``, on a
+    canvas that holds all of it: returns the map from moving to the
+    canvas, the canvas (cubic convolution) and where it holds moving's
+    valid pixels ``reach`` px in from their edges."""
+    from .compiled import cubic_sample
+
     h, w = moving.shape
     corners = lin(np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64))
     lo, hi = np.floor(corners.min(axis=0)), np.ceil(corners.max(axis=0))
     to_canvas = Affine.translator(-lo) @ lin
     cw, ch = (hi - lo).astype(int)
-    canvas = np.asarray(to_canvas.apply(fill_masked(moving, mask), (0, 0, cw, ch), order=1))
-    cmask = _warp_mask(to_canvas, mask, (ch, cw))
-    return to_canvas, canvas, cmask
+    canvas = np.empty((ch, cw), dtype=np.float32)
+    cubic_sample(moving, np.ascontiguousarray(to_canvas.inverse().matrix), canvas)
+    if mask.all():  # a whole frame: its inset, in moving's px
+        scale = float(np.sqrt(abs(np.linalg.det(lin.linear))))
+        return to_canvas, canvas, _warp_mask(to_canvas, mask, (ch, cw), margin=reach / scale)
+    return to_canvas, canvas, _inner(_warp_mask(to_canvas, mask, (ch, cw)), reach)
 
 
 def _inner(mask: np.ndarray, reach: int) -> np.ndarray:
@@ -443,6 +451,10 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
     # the padding, not to the scene; two edges lined up would correlate
     reach = int(np.ceil(EDGE_REACH * fine))
     fin = _inner(sfm, reach)
+    # moving is band-passed before it is turned (the band-pass is the same
+    # every way round), at the scale that puts its band on fixed's: one
+    # band-pass a scale, not one a turn
+    passed = {}
     small = Affine.scaler(1.0 / f)
     out, cache = [], {}
     # a half-turn's canvas is its twin's read backwards (the canvas holds
@@ -457,11 +469,12 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
         j = index.get(tuple(-v + 0.0 for v in keys[i]))
         pair = j is not None and j not in done and j != i
         done.update((i, j) if pair else (i,))
-        to_canvas, canvas, cmask = _turned(sm, smm, lin)
-        cin = _inner(cmask, reach)
+        scale = round(float(np.sqrt(abs(np.linalg.det(lin.linear)))), 6)
+        if scale not in passed:
+            passed[scale] = _bandpass(sm, smm, fine / scale)
+        to_canvas, bc, cin = _turned(passed[scale], smm, lin, reach)
         if cin.sum() < MIN_VALID // 4:
             continue
-        bc = _bandpass(canvas, cmask, fine)
         need = MIN_OVERLAP * min(fin.sum(), cin.sum())
         found = masked_ncc(bf, bc, fin, cin, need, cache, half_turn=pair)
         ch, cw = bc.shape
