@@ -832,6 +832,45 @@ def test_affine_consensus_is_the_ordered_search(seed, outliers):
         assert not got[bad].any()
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), outliers=st.integers(0, 12),
+       model=st.sampled_from(["rigid", "similarity"]))
+def test_pair_consensus_is_the_ordered_search(seed, outliers, model):
+    """The batched rigid and similarity consensus picks what fitting each
+    pair of the heaviest pairs in order picks."""
+    import itertools
+
+    from spectralign.registration.fit import _consensus, determined, fit_transform
+
+    rng = np.random.default_rng(seed)
+    src = rng.uniform(0, 300, (25, 2))
+    scale = 1.0 if model == "rigid" else rng.uniform(0.6, 1.6)
+    truth = (Affine.translator(rng.uniform(-50, 50, 2)) @ Affine.rotator(rng.uniform(-3, 3))
+             @ Affine.scaler(scale))
+    dst = truth(src) + rng.normal(0, 0.3, src.shape)
+    bad = rng.choice(25, outliers, replace=False)
+    dst[bad] += rng.uniform(5, 40, (outliers, 2)) * rng.choice([-1, 1], (outliers, 2))
+    src[rng.integers(25)] = src[rng.integers(25)]  # a pair too close to fix a turn
+    weights = rng.uniform(0.5, 1.0, 25)
+    heavy = np.argsort(-weights, kind="stable")[:12]
+    best, best_score = np.ones(25, dtype=bool), -1.0
+    for combo in itertools.combinations(heavy, 2):
+        combo = list(combo)
+        if not determined(src[combo], model):
+            continue
+        inl = np.linalg.norm(fit_transform(src[combo], dst[combo], model)(src) - dst,
+                             axis=1) <= 1.5
+        score = float(weights[inl].sum())
+        if score > best_score:
+            best, best_score = inl, score
+            if score >= 0.9 * weights.sum():
+                break
+    got = _consensus(src, dst, model, weights, 1.5)
+    np.testing.assert_array_equal(got, best)
+    if outliers <= 8:
+        assert not got[bad].any()
+
+
 @pytest.mark.parametrize("f", [2, 3, 5])
 def test_block_means_over_valid_pixels(f):
     """Block means by strided sums are the reshaped reduction's, over the

@@ -80,20 +80,84 @@ def _consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray
             best, best_score = inliers, score
             if score >= 0.9 * total:
                 break  # nearly all agree: no set can do much better
+        if model != "translation":
+            # the first set did not settle it: chance matches among the
+            # heaviest; the rest of the sets at once
+            later = _pair_consensus(src, dst, model, weights, tol, heavy, start=1)
+            if later is not None and float(weights[later].sum()) > best_score:
+                best = later
+            break
     return best
+
+
+def _pair_consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray,
+                    tol: float, heavy: np.ndarray, start: int = 0) -> np.ndarray | None:
+    """:func:`_consensus` for rigid and similarity transforms over the
+    pairs of ``heavy`` from the ``start``-th on, all at once: the same
+    choice as trying them in order (None where none fixes a turn).  Two
+    points fix the turn that takes one's offset to the other onto theirs
+    (and, for a similarity, the ratio of their lengths); the fit goes
+    through their midpoints, as :func:`fit_transform` of the two."""
+    combos = np.array(list(itertools.combinations(heavy, 2)), dtype=np.intp).reshape(-1, 2)
+    combos = combos[start:]
+    a, b = src[combos], dst[combos]  # (C, 2, 2)
+    da, db = a[:, 1] - a[:, 0], b[:, 1] - b[:, 0]
+    la, lb = np.hypot(*da.T), np.hypot(*db.T)
+    # :func:`determined`: the two points' spread (the centred pair's
+    # singular value) beyond 1 px
+    ok = la / np.sqrt(2.0) > 1.0
+    if not ok.any():
+        return None
+    combos, a, b, da, db, la, lb = (v[ok] for v in (combos, a, b, da, db, la, lb))
+    turn = np.arctan2(db[:, 1], db[:, 0]) - np.arctan2(da[:, 1], da[:, 0])
+    scale = lb / la if model == "similarity" else np.ones(len(la))
+    cos, sin = scale * np.cos(turn), scale * np.sin(turn)
+    ca, cb = a.mean(axis=1), b.mean(axis=1)  # (C, 2)
+    rel = src[None, :, :] - ca[:, None, :]  # (C, N, 2)
+    mx = cos[:, None] * rel[..., 0] - sin[:, None] * rel[..., 1] + cb[:, None, 0]
+    my = sin[:, None] * rel[..., 0] + cos[:, None] * rel[..., 1] + cb[:, None, 1]
+    inliers = np.hypot(mx - dst[None, :, 0], my - dst[None, :, 1]) <= tol
+    # einsum, not BLAS (see :func:`_triples`)
+    scores = np.einsum("cn,n->c", inliers, weights)
+    near = np.flatnonzero(scores >= 0.9 * float(weights.sum()))
+    return inliers[near[0] if len(near) else int(np.argmax(scores))]
 
 
 def _affine_consensus(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, tol: float,
                       heavy: np.ndarray) -> np.ndarray:
-    """:func:`_consensus` for affines, every triple at once: the same
+    """:func:`_consensus` for affines, triples solved in batches: the same
     choice as trying them in order (the first that nearly all agree
-    with, else the first of the best score), solved as one batch."""
+    with, else the first of the best score).  The first batch is small:
+    where the windows mostly agree, one of its triples settles it."""
     combos = np.array(list(itertools.combinations(heavy, 3)), dtype=np.intp).reshape(-1, 3)
+    total = float(weights.sum())
+    best, best_score = None, -1.0
+    for part in (combos[:AFFINE_FIRST], combos[AFFINE_FIRST:]):
+        scores, inliers = _triples(src, dst, weights, tol, part)
+        if not len(scores):
+            continue
+        near = np.flatnonzero(scores >= 0.9 * total)
+        if len(near):
+            return inliers[near[0]]
+        top = int(np.argmax(scores))
+        if scores[top] > best_score:
+            best, best_score = inliers[top], float(scores[top])
+    return best if best is not None else np.ones(len(src), dtype=bool)
+
+
+#: Triples :func:`_affine_consensus` tries in its first batch.
+AFFINE_FIRST = 8
+
+
+def _triples(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, tol: float,
+             combos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each well-spread triple's exact affine: the weight of the pairs
+    within ``tol`` of it, and which they are."""
     tri = src[combos]  # (C, 3, 2)
+    if not len(tri):
+        return np.zeros(0), np.zeros((0, len(src)), dtype=bool)
     spread = np.linalg.svd(tri - tri.mean(axis=1, keepdims=True), compute_uv=False)
     ok = (spread[:, 1] > 1e-6 * np.maximum(spread[:, 0], 1.0)) & (spread[:, 1] > 1.0)
-    if not ok.any():
-        return np.ones(len(src), dtype=bool)
     combos, tri = combos[ok], tri[ok]
     ones = np.ones(tri.shape[:2] + (1,))
     # [x y 1] @ coefficients = dst, three points: exact
@@ -102,9 +166,7 @@ def _affine_consensus(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, tol
     inliers = np.linalg.norm(moved - dst, axis=2) <= tol
     # einsum, not BLAS: a threaded BLAS product leaves a thread spinning
     # on the other core (see ``direct.GRAM_ROWS``)
-    scores = np.einsum("cn,n->c", inliers, weights)
-    near = np.flatnonzero(scores >= 0.9 * float(weights.sum()))
-    return inliers[near[0] if len(near) else int(np.argmax(scores))]
+    return np.einsum("cn,n->c", inliers, weights), inliers
 
 
 def robust_fit(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray,
