@@ -987,7 +987,9 @@ def _moving_forms(mfill: np.ndarray, sigma: float) -> np.ndarray:
 
 class _Soon:
     """``fn(*args)``, computed on the helper thread from now on (see
-    :func:`~.direct.helper`), or where there is none, when first asked."""
+    :func:`~.direct.helper`), or when first asked where there is none or
+    where that thread has not started it yet (busy with other calls'
+    work): no call waits on another's."""
 
     def __init__(self, fn, *args):
         pool = helper()
@@ -996,7 +998,9 @@ class _Soon:
 
     def result(self):
         if self._job is not None:
-            return self._job.result()
+            if not self._job.cancel():
+                return self._job.result()
+            self._job = None  # not started yet (the thread busy with other work): done here
         if self._fn is not None:
             self._value, self._fn, self._args = self._fn(*self._args), None, None
         return self._value
