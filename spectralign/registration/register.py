@@ -27,6 +27,7 @@ Four stages, each honouring both validity masks:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -557,27 +558,12 @@ def _parts(fixed, fmask, moving, mmask, model: str):
             sf[fpart], sfm[fpart], sm[mpart], smm[mpart], scale=model != "rigid", k=1)]
     cands.sort(key=lambda c: -c[2])
 
-    def placed(a, sc, fpart, mpart):
-        # the parts' slices on the full frames, and the placements back
-        fs = tuple(slice(s.start * f, s.stop * f) for s in fpart)
-        ms = tuple(slice(s.start * f, s.stop * f) for s in mpart)
-        fp, fpm, mp, mpm = fixed[fs], fmask[fs], moving[ms], mmask[ms]
-        g = _factor(fp, mp, PLACE_SIDE)
-        pf, pfm = _shrink(fp, fpm, g)
-        pm, pmm = _shrink(mp, mpm, g)
-        lins = [Affine.rotator(a + turn) @ Affine.scaler(sc) for turn in (0.0, np.pi)]
-        into, out_of = (Affine.translator((s[1].start, s[0].start)) for s in (fs, ms))
-        return [(v, into @ t @ out_of.inverse())
-                for v, t in _placements(pf, pfm, pm, pmm, lins, g, 1.0)]
-    if not cands:
-        return
-    first = placed(*cands[0][:2], *cands[0][3:])
-    if first:
-        yield first[0]
-    rest = first[1:] + [vt for c in cands[1:2] for vt in placed(*c[:2], *c[3:])]
-    rest.sort(key=lambda vt: -vt[0])
-    if rest:
-        yield rest[0]
+    def where(fpart, mpart):  # the parts' slices on the full frames
+        return tuple(tuple(slice(s.start * f, s.stop * f) for s in part)
+                     for part in (fpart, mpart))
+    yield from _first_then_rest([
+        functools.partial(_turns_placed, fixed, fmask, moving, mmask, a, sc, where(fp, mp))
+        for a, sc, _, fp, mp in cands[:2]])
 
 
 def _placed(fixed, fmask, moving, mmask, cands):
@@ -585,18 +571,41 @@ def _placed(fixed, fmask, moving, mmask, cands):
     turned both ways and placed on images shrunk to PLACE_SIDE; the best
     placement of the first candidate, then the best of the rest (placed
     only when asked for)."""
+    yield from _first_then_rest([
+        functools.partial(_turns_placed, fixed, fmask, moving, mmask, a, sc)
+        for a, sc, _ in cands])
+
+
+def _turns_placed(fixed, fmask, moving, mmask, angle: float, scale: float,
+                  where: tuple | None = None) -> list[tuple[float, Affine]]:
+    """The placements of moving turned by ``angle`` (and by half a turn
+    more) and scaled by ``scale`` on fixed, on images shrunk to
+    PLACE_SIDE, best first; with ``where`` (fixed's and moving's slices)
+    those of the parts, as transforms of the whole frames."""
+    if where is not None:
+        fs, ms = where
+        fixed, fmask, moving, mmask = fixed[fs], fmask[fs], moving[ms], mmask[ms]
     g = _factor(fixed, moving, PLACE_SIDE)
     pf, pfm = _shrink(fixed, fmask, g)
     pm, pmm = _shrink(moving, mmask, g)
-    batches = [[Affine.rotator(a + turn) @ Affine.scaler(sc) for turn in (0.0, np.pi)]
-               for a, sc, _ in cands]
-    if not batches:
+    lins = [Affine.rotator(angle + turn) @ Affine.scaler(scale) for turn in (0.0, np.pi)]
+    found = _placements(pf, pfm, pm, pmm, lins, g, 1.0)
+    if where is None:
+        return found
+    into, out_of = (Affine.translator((s[1].start, s[0].start)) for s in where)
+    return [(v, into @ t @ out_of.inverse()) for v, t in found]
+
+
+def _first_then_rest(placings: list):
+    """The best placement of the first of ``placings`` (functions that
+    place), then the best of the rest and of the others' (those placed
+    only when asked for)."""
+    if not placings:
         return
-    first = _placements(pf, pfm, pm, pmm, batches[0], g, 1.0)
+    first = placings[0]()
     if first:
         yield first[0]
-    rest = first[1:] + [vt for lin in batches[1:]
-                        for vt in _placements(pf, pfm, pm, pmm, lin, g, 1.0)]
+    rest = first[1:] + [vt for place in placings[1:] for vt in place()]
     rest.sort(key=lambda vt: -vt[0])
     if rest:
         yield rest[0]
@@ -654,8 +663,9 @@ def _fast_side(n: int) -> int:
 
 def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
     """Spectral windows across the overlap of fixed and moving (its cubic
-    spline coefficients ``mcoef``) resampled through ``t``: their centres, matches, SNRs, which of them are fit to
-    use, and their size; None where no window fits in the overlap."""
+    spline coefficients ``mcoef``) resampled through ``t``: their centres,
+    matches, SNRs, which of them are fit to use, and their size; None
+    where no window fits in the overlap."""
     h, w = ffill.shape
     valid = fmask & _warp_mask(t, mmask, ffill.shape)
     size = _fast_side(int(np.clip(min(h, w) // 3, 32, 160)))
