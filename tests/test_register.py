@@ -796,65 +796,17 @@ def test_fourier_mask_fill_matches_normalized_convolution(sem, sigma):
     np.testing.assert_allclose(out[~mask & (den < 5e-4)], img[mask].mean(), atol=1e-5 * span)
 
 
-@settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2 ** 16), outliers=st.integers(0, 12))
-def test_affine_consensus_is_the_ordered_search(seed, outliers):
-    """The batched affine consensus picks what trying each triple of the
-    heaviest pairs in order picks: the first that nearly all agree with,
-    else the first of the best score; chance matches are let go."""
+def _ordered_consensus(src, dst, weights, model):
+    """The consensus by trying each minimal set of the 12 heaviest pairs
+    in order: the first that nearly all agree with, else the first of the
+    best score."""
     import itertools
 
-    from spectralign.registration.fit import _consensus, determined, fit_transform
+    from spectralign.registration.fit import MIN_POINTS, determined, fit_transform
 
-    rng = np.random.default_rng(seed)
-    src = rng.uniform(0, 300, (25, 2))
-    truth = Affine(np.array([[1.02, 0.03, 4.0], [-0.02, 0.98, -7.0]]))
-    dst = truth(src) + rng.normal(0, 0.3, src.shape)
-    bad = rng.choice(25, outliers, replace=False)
-    dst[bad] += rng.uniform(5, 40, (outliers, 2)) * rng.choice([-1, 1], (outliers, 2))
-    weights = rng.uniform(0.5, 1.0, 25)
     heavy = np.argsort(-weights, kind="stable")[:12]
-    best, best_score = None, -1.0
-    for combo in itertools.combinations(heavy, 3):
-        combo = list(combo)
-        if not determined(src[combo], "affine"):
-            continue
-        inl = np.linalg.norm(fit_transform(src[combo], dst[combo], "affine")(src) - dst,
-                             axis=1) <= 1.5
-        score = float(weights[inl].sum())
-        if score > best_score:
-            best, best_score = inl, score
-            if score >= 0.9 * weights.sum():
-                break
-    got = _consensus(src, dst, "affine", weights, 1.5)
-    np.testing.assert_array_equal(got, best)
-    if outliers <= 8:  # the good pairs hold the majority of the heaviest
-        assert not got[bad].any()
-
-
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2 ** 16), outliers=st.integers(0, 12),
-       model=st.sampled_from(["rigid", "similarity"]))
-def test_pair_consensus_is_the_ordered_search(seed, outliers, model):
-    """The batched rigid and similarity consensus picks what fitting each
-    pair of the heaviest pairs in order picks."""
-    import itertools
-
-    from spectralign.registration.fit import _consensus, determined, fit_transform
-
-    rng = np.random.default_rng(seed)
-    src = rng.uniform(0, 300, (25, 2))
-    scale = 1.0 if model == "rigid" else rng.uniform(0.6, 1.6)
-    truth = (Affine.translator(rng.uniform(-50, 50, 2)) @ Affine.rotator(rng.uniform(-3, 3))
-             @ Affine.scaler(scale))
-    dst = truth(src) + rng.normal(0, 0.3, src.shape)
-    bad = rng.choice(25, outliers, replace=False)
-    dst[bad] += rng.uniform(5, 40, (outliers, 2)) * rng.choice([-1, 1], (outliers, 2))
-    src[rng.integers(25)] = src[rng.integers(25)]  # a pair too close to fix a turn
-    weights = rng.uniform(0.5, 1.0, 25)
-    heavy = np.argsort(-weights, kind="stable")[:12]
-    best, best_score = np.ones(25, dtype=bool), -1.0
-    for combo in itertools.combinations(heavy, 2):
+    best, best_score = np.ones(len(src), dtype=bool), -1.0
+    for combo in itertools.combinations(heavy, MIN_POINTS[model]):
         combo = list(combo)
         if not determined(src[combo], model):
             continue
@@ -865,8 +817,52 @@ def test_pair_consensus_is_the_ordered_search(seed, outliers, model):
             best, best_score = inl, score
             if score >= 0.9 * weights.sum():
                 break
+    return best
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), outliers=st.integers(0, 12))
+def test_affine_consensus_is_the_ordered_search(seed, outliers):
+    """The batched affine consensus picks what trying each triple of the
+    heaviest pairs in order picks: the first that nearly all agree with,
+    else the first of the best score; chance matches are let go."""
+    from spectralign.registration.fit import _consensus
+
+    rng = np.random.default_rng(seed)
+    src = rng.uniform(0, 300, (25, 2))
+    truth = Affine(np.array([[1.02, 0.03, 4.0], [-0.02, 0.98, -7.0]]))
+    dst = truth(src) + rng.normal(0, 0.3, src.shape)
+    bad = rng.choice(25, outliers, replace=False)
+    dst[bad] += rng.uniform(5, 40, (outliers, 2)) * rng.choice([-1, 1], (outliers, 2))
+    weights = rng.uniform(0.5, 1.0, 25)
+    got = _consensus(src, dst, "affine", weights, 1.5)
+    np.testing.assert_array_equal(got, _ordered_consensus(src, dst, weights, "affine"))
+    if outliers <= 8:  # the good pairs hold the majority of the heaviest
+        assert not got[bad].any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), outliers=st.integers(0, 12),
+       model=st.sampled_from(["translation", "rigid", "similarity"]))
+def test_pair_consensus_is_the_ordered_search(seed, outliers, model):
+    """The batched consensus of translations, rigid and similarity
+    transforms picks what fitting each set of the heaviest pairs in order
+    picks."""
+    from spectralign.registration.fit import _consensus
+
+    rng = np.random.default_rng(seed)
+    src = rng.uniform(0, 300, (25, 2))
+    turn = 0.0 if model == "translation" else rng.uniform(-3, 3)
+    scale = rng.uniform(0.6, 1.6) if model == "similarity" else 1.0
+    truth = (Affine.translator(rng.uniform(-50, 50, 2)) @ Affine.rotator(turn)
+             @ Affine.scaler(scale))
+    dst = truth(src) + rng.normal(0, 0.3, src.shape)
+    bad = rng.choice(25, outliers, replace=False)
+    dst[bad] += rng.uniform(5, 40, (outliers, 2)) * rng.choice([-1, 1], (outliers, 2))
+    src[rng.integers(25)] = src[rng.integers(25)]  # a pair too close to fix a turn
+    weights = rng.uniform(0.5, 1.0, 25)
     got = _consensus(src, dst, model, weights, 1.5)
-    np.testing.assert_array_equal(got, best)
+    np.testing.assert_array_equal(got, _ordered_consensus(src, dst, weights, model))
     if outliers <= 8:
         assert not got[bad].any()
 

@@ -62,96 +62,69 @@ def _consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray
                tol: float, top: int = 12) -> np.ndarray:
     """The pairs that agree with the best-supported exact fit through a
     minimal set of the ``top`` heaviest pairs (RANSAC over every such set,
-    Fischler and Bolles 1981): chance matches may be the majority."""
-    k = MIN_POINTS[model]
+    Fischler and Bolles 1981): chance matches may be the majority.
+
+    The choice is that of trying the sets in order: the first that nearly
+    all agree with, else the first of the best score.  The sets are fitted
+    in two batches: the first few (:data:`FIRST_SETS`), which settle it
+    where the windows mostly agree, then the rest."""
     heavy = np.argsort(-weights, kind="stable")[:top]
-    if model == "affine":
-        return _affine_consensus(src, dst, weights, tol, heavy)
-    best, best_score = np.ones(len(src), dtype=bool), -1.0
+    combos = np.array(list(itertools.combinations(heavy, MIN_POINTS[model])),
+                      dtype=np.intp).reshape(-1, MIN_POINTS[model])
+    fits = _triples if model == "affine" else _pairs
     total = float(weights.sum())
-    for combo in itertools.combinations(heavy, k):
-        combo = list(combo)
-        if not determined(src[combo], model):
+    best, best_score = None, -1.0
+    first = FIRST_SETS[model]
+    for part in (combos[:first], combos[first:]):
+        scores, inliers = fits(src, dst, model, weights, tol, part)
+        if not len(scores):
             continue
-        t = fit_transform(src[combo], dst[combo], model)
-        inliers = np.linalg.norm(t(src) - dst, axis=1) <= tol
-        score = float(weights[inliers].sum())
-        if score > best_score:
-            best, best_score = inliers, score
-            if score >= 0.9 * total:
-                break  # nearly all agree: no set can do much better
-        if model != "translation":
-            # the first set did not settle it: chance matches among the
-            # heaviest; the rest of the sets at once
-            later = _pair_consensus(src, dst, model, weights, tol, heavy, start=1)
-            if later is not None and float(weights[later].sum()) > best_score:
-                best = later
-            break
-    return best
+        near = np.flatnonzero(scores >= 0.9 * total)
+        if len(near):
+            return inliers[near[0]]  # nearly all agree: no set can do much better
+        at = int(np.argmax(scores))
+        if scores[at] > best_score:
+            best, best_score = inliers[at], float(scores[at])
+    return best if best is not None else np.ones(len(src), dtype=bool)
 
 
-def _pair_consensus(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray,
-                    tol: float, heavy: np.ndarray, start: int = 0) -> np.ndarray | None:
-    """:func:`_consensus` for rigid and similarity transforms over the
-    pairs of ``heavy`` from the ``start``-th on, all at once: the same
-    choice as trying them in order (None where none fixes a turn).  Two
-    points fix the turn that takes one's offset to the other onto theirs
-    (and, for a similarity, the ratio of their lengths); the fit goes
-    through their midpoints, as :func:`fit_transform` of the two."""
-    combos = np.array(list(itertools.combinations(heavy, 2)), dtype=np.intp).reshape(-1, 2)
-    combos = combos[start:]
-    a, b = src[combos], dst[combos]  # (C, 2, 2)
-    da, db = a[:, 1] - a[:, 0], b[:, 1] - b[:, 0]
-    la, lb = np.hypot(*da.T), np.hypot(*db.T)
-    # :func:`determined`: the two points' spread (the centred pair's
-    # singular value) beyond 1 px
-    ok = la / np.sqrt(2.0) > 1.0
-    if not ok.any():
-        return None
-    combos, a, b, da, db, la, lb = (v[ok] for v in (combos, a, b, da, db, la, lb))
-    turn = np.arctan2(db[:, 1], db[:, 0]) - np.arctan2(da[:, 1], da[:, 0])
-    scale = lb / la if model == "similarity" else np.ones(len(la))
-    cos, sin = scale * np.cos(turn), scale * np.sin(turn)
+#: Sets :func:`_consensus` fits in its first batch.
+FIRST_SETS = {"translation": 12, "rigid": 1, "similarity": 1, "affine": 8}
+
+
+def _pairs(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray, tol: float,
+           combos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_triples` for translations (sets of one pair) and rigid and
+    similarity transforms (sets of two): two points fix the turn that
+    takes one's offset to the other onto theirs (and, for a similarity,
+    the ratio of their lengths); the fit goes through their midpoints, as
+    :func:`fit_transform` of the two."""
+    a, b = src[combos], dst[combos]  # (C, k, 2)
+    if model == "translation":
+        cos, sin = np.ones(len(a)), np.zeros(len(a))
+    else:
+        da, db = a[:, 1] - a[:, 0], b[:, 1] - b[:, 0]
+        la, lb = np.hypot(*da.T), np.hypot(*db.T)
+        # :func:`determined`: the two points' spread (the centred pair's
+        # singular value) beyond 1 px
+        ok = la / np.sqrt(2.0) > 1.0
+        a, b, da, db, la, lb = (v[ok] for v in (a, b, da, db, la, lb))
+        turn = np.arctan2(db[:, 1], db[:, 0]) - np.arctan2(da[:, 1], da[:, 0])
+        scale = lb / la if model == "similarity" else np.ones(len(la))
+        cos, sin = scale * np.cos(turn), scale * np.sin(turn)
     ca, cb = a.mean(axis=1), b.mean(axis=1)  # (C, 2)
     rel = src[None, :, :] - ca[:, None, :]  # (C, N, 2)
     mx = cos[:, None] * rel[..., 0] - sin[:, None] * rel[..., 1] + cb[:, None, 0]
     my = sin[:, None] * rel[..., 0] + cos[:, None] * rel[..., 1] + cb[:, None, 1]
     inliers = np.hypot(mx - dst[None, :, 0], my - dst[None, :, 1]) <= tol
     # einsum, not BLAS (see :func:`_triples`)
-    scores = np.einsum("cn,n->c", inliers, weights)
-    near = np.flatnonzero(scores >= 0.9 * float(weights.sum()))
-    return inliers[near[0] if len(near) else int(np.argmax(scores))]
+    return np.einsum("cn,n->c", inliers, weights), inliers
 
 
-def _affine_consensus(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, tol: float,
-                      heavy: np.ndarray) -> np.ndarray:
-    """:func:`_consensus` for affines, triples solved in batches: the same
-    choice as trying them in order (the first that nearly all agree
-    with, else the first of the best score).  The first batch is small:
-    where the windows mostly agree, one of its triples settles it."""
-    combos = np.array(list(itertools.combinations(heavy, 3)), dtype=np.intp).reshape(-1, 3)
-    total = float(weights.sum())
-    best, best_score = None, -1.0
-    for part in (combos[:AFFINE_FIRST], combos[AFFINE_FIRST:]):
-        scores, inliers = _triples(src, dst, weights, tol, part)
-        if not len(scores):
-            continue
-        near = np.flatnonzero(scores >= 0.9 * total)
-        if len(near):
-            return inliers[near[0]]
-        top = int(np.argmax(scores))
-        if scores[top] > best_score:
-            best, best_score = inliers[top], float(scores[top])
-    return best if best is not None else np.ones(len(src), dtype=bool)
-
-
-#: Triples :func:`_affine_consensus` tries in its first batch.
-AFFINE_FIRST = 8
-
-
-def _triples(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, tol: float,
+def _triples(src: np.ndarray, dst: np.ndarray, model: str, weights: np.ndarray, tol: float,
              combos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each well-spread triple's exact affine: the weight of the pairs
+    """Each well-spread triple's exact affine (``model``, for the
+    signature it shares with :func:`_pairs`): the weight of the pairs
     within ``tol`` of it, and which they are."""
     tri = src[combos]  # (C, 3, 2)
     if not len(tri):
