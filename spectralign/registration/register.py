@@ -38,6 +38,7 @@ from os import PathLike
 from typing import Any
 
 import numpy as np
+import scipy.fft
 import scipy.ndimage
 
 from ..affine import Affine
@@ -46,7 +47,7 @@ from ..io.image import Image
 from ..match import loader as _loader
 from ..match.matcher import Matcher
 from .denoise import denoise_image
-from .direct import bandpass, bandpass_forms, helper, refine_direct, resample
+from .direct import _dog, bandpass, bandpass_forms, helper, refine_direct, resample
 from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
@@ -411,12 +412,12 @@ def _bandpass(img: np.ndarray, mask: np.ndarray, fine: float = 2.0) -> np.ndarra
     return bandpass(fill_masked(img, mask), fine)
 
 
-def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine,
+def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine, scale: float,
             reach: int) -> tuple[Affine, np.ndarray, np.ndarray]:
-    """Moving (its band-passed form) through the linear map ``lin``, on a
-    canvas that holds all of it: returns the map from moving to the
-    canvas, the canvas (cubic convolution) and where it holds moving's
-    valid pixels ``reach`` px in from their edges."""
+    """Moving (its band-passed form) through the linear map ``lin`` (of
+    scale ``scale``), on a canvas that holds all of it: returns the map
+    from moving to the canvas, the canvas (cubic convolution) and where it
+    holds moving's valid pixels ``reach`` px in from their edges."""
     from .compiled import cubic_sample
 
     h, w = moving.shape
@@ -427,7 +428,6 @@ def _turned(moving: np.ndarray, mask: np.ndarray, lin: Affine,
     canvas = np.empty((ch, cw), dtype=np.float32)
     cubic_sample(moving, np.ascontiguousarray(to_canvas.inverse().matrix), canvas)
     if mask.all():  # a whole frame: its inset, in moving's px
-        scale = float(np.sqrt(abs(np.linalg.det(lin.linear))))
         return to_canvas, canvas, _warp_mask(to_canvas, mask, (ch, cw), margin=reach / scale)
     return to_canvas, canvas, _inner(_warp_mask(to_canvas, mask, (ch, cw)), reach)
 
@@ -473,7 +473,7 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
         scale = round(float(np.sqrt(abs(np.linalg.det(lin.linear)))), 6)
         if scale not in passed:
             passed[scale] = _bandpass(sm, smm, fine / scale)
-        to_canvas, bc, cin = _turned(passed[scale], smm, lin, reach)
+        to_canvas, bc, cin = _turned(passed[scale], smm, lin, scale, reach)
         if cin.sum() < MIN_VALID // 4:
             continue
         need = MIN_OVERLAP * min(fin.sum(), cin.sum())
@@ -826,10 +826,7 @@ def _rival(fixed, fmask, moving, mmask, t: Affine) -> tuple[float, np.ndarray]:
     placements are, under a Hann window over their common valid pixels:
     one product of two transforms), as a fraction of the peak at the
     result, and its offset (full-size px)."""
-    import scipy.fft
-
     from .compiled import cubic_sample
-    from .direct import _dog
 
     g = _factor(fixed, moving, PLACE_SIDE)
     sf, sfm = _shrink(fixed, fmask, g)
