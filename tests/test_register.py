@@ -1073,6 +1073,40 @@ def test_cli_takes_file_names_with_glob_characters_as_they_are(tmp_path, sem, ca
     assert "a[Grid@1 0].tif -> a[Grid@0 0].tif" in capsys.readouterr().out
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), h1=st.integers(6, 14), w1=st.integers(6, 14),
+       h2=st.integers(6, 14), w2=st.integers(6, 14), need=st.integers(2, 8))
+def test_masked_correlation_is_the_coefficient_at_every_shift(seed, h1, w1, h2, w2, need):
+    """Every shift's masked correlation is numpy's correlation coefficient
+    of the pixels valid in both at that shift, counted; 0 where fewer than
+    ``need`` overlap."""
+    from spectralign.registration.masked import masked_ncc
+
+    rng = np.random.default_rng(seed)
+    fixed = (rng.random((h1, w1)) * 50 + 100).astype(np.float32)
+    moving = (rng.random((h2, w2)) * 50 + 100).astype(np.float32)
+    fmask, mmask = rng.random((h1, w1)) > 0.3, rng.random((h2, w2)) > 0.3
+    ncc, count = masked_ncc(fixed, moving, fmask, mmask, need)
+    assert ncc.shape == count.shape == (h1 + h2 - 1, w1 + w2 - 1)
+    checked = 0
+    for v in range(h1 + h2 - 1):
+        for u in range(w1 + w2 - 1):
+            dx, dy = u - w2 + 1, v - h2 + 1
+            a, b = [], []
+            for y in range(h2):
+                for x in range(w2):
+                    if 0 <= y + dy < h1 and 0 <= x + dx < w1 and mmask[y, x] and fmask[y + dy, x + dx]:
+                        a.append(fixed[y + dy, x + dx])
+                        b.append(moving[y, x])
+            assert count[v, u] == len(a)
+            if len(a) >= max(need, 3):
+                assert ncc[v, u] == pytest.approx(np.corrcoef(a, b)[0, 1], abs=2e-4)
+                checked += 1
+            elif len(a) < need:
+                assert ncc[v, u] == 0
+    assert checked > 0
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2 ** 16), symmetric=st.booleans(),
        h1=st.integers(20, 48), w1=st.integers(20, 48), h2=st.integers(20, 48),

@@ -7,7 +7,9 @@ with ``mode="mirror"`` makes them), and one Gauss-Newton step of
 pass over the valid pixels: sample, differentiate, and add each pixel's row
 to the normal equations, where numpy would make a dozen full-size arrays;
 cubic convolution (Keys 1981) for the final correlation of big images; and
-the fill of masked pixels read back from a grid of blocks.
+the fill of masked pixels read back from a grid of blocks; the masked
+correlation's products of spectra and its coefficient from the sums
+(:func:`~spectralign.registration.masked.masked_ncc`).
 ``tests/test_register.py`` checks both against SciPy and numpy.
 """
 
@@ -17,7 +19,7 @@ import numba
 import numpy as np
 
 __all__ = ["spline_sample", "cubic_sample", "gauss_newton_rows", "bilinear_points",
-           "fill_from_blocks", "frame_mask"]
+           "fill_from_blocks", "frame_mask", "ncc_products", "ncc_coefficient"]
 
 # reassociation lets the sums vectorize; no "nnan"/"ninf"
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -276,3 +278,88 @@ def fill_from_blocks(img, mask, num, den, f, mean):  # pragma: no cover
             n = ((1 - fr) * ((1 - fc) * num[r0, c0] + fc * num[r0, c1])
                  + fr * ((1 - fc) * num[r1, c0] + fc * num[r1, c1]))
             img[y, x] = n / d
+
+
+@_jit
+def ncc_products(fixed_spectra, moving_spectra, py, px, out):  # pragma: no cover
+    """The products of spectra whose inverse transforms are the masked
+    correlation's sums.  ``fixed_spectra``: the transforms of fixed's mask
+    ``M``, values ``F`` and squares ``F2``; ``moving_spectra``: of moving's
+    mask ``N``, values ``G`` and squares ``G2``.  ``out[0:6]`` = ``M N*,
+    F N*, M G*, F2 N*, M G2*, F G*`` (count, sum of f, of g, of f^2, of
+    g^2, of f g).  Where ``out`` holds more, the same for moving turned by
+    half a turn, whose conjugate transform is the transform times the
+    phase ``py[i] px[j]``: ``out[6:9]`` its sums of f, f^2 and f g, and
+    with 12 slots ``out[9:12]`` its count, sum of g and of g^2."""
+    k, h, w = out.shape
+    for i in range(h):
+        for j in range(w):
+            m, f, f2 = fixed_spectra[0, i, j], fixed_spectra[1, i, j], fixed_spectra[2, i, j]
+            n, g, g2 = moving_spectra[0, i, j], moving_spectra[1, i, j], moving_spectra[2, i, j]
+            nc, gc, g2c = np.conj(n), np.conj(g), np.conj(g2)
+            out[0, i, j] = m * nc
+            out[1, i, j] = f * nc
+            out[2, i, j] = m * gc
+            out[3, i, j] = f2 * nc
+            out[4, i, j] = m * g2c
+            out[5, i, j] = f * gc
+            if k > 6:
+                phase = py[i] * px[j]
+                tn, tg = phase * n, phase * g
+                out[6, i, j] = f * tn
+                out[7, i, j] = f2 * tn
+                out[8, i, j] = f * tg
+                if k > 9:
+                    out[9, i, j] = m * tn
+                    out[10, i, j] = m * tg
+                    out[11, i, j] = m * (phase * g2)
+
+
+@_jit
+def ncc_coefficient(count, sf, sg, sff, sgg, sfg, mirror, shift_y, shift_x, h2, w2,
+                    min_overlap, ncc, counts):  # pragma: no cover
+    """The masked correlation coefficient from its sums (full transforms'
+    frames, shift 0 at index 0): ``ncc[v, u]`` and ``counts[v, u]`` at
+    shift ``(u - w2 + 1, v - h2 + 1)`` (numpy's ``roll`` by ``(h2 - 1, w2
+    - 1)``), clipped to [-1, 1], 0 where fewer than ``min_overlap`` pixels
+    (or 2) are valid in both or either side is flat (variance below 1e-6
+    of the largest over the shifts).  With ``mirror``, ``count``, ``sg``
+    and ``sgg`` are read as ``roll(a[::-1, ::-1], (shift_y, shift_x))``."""
+    h, w = sf.shape
+    oh, ow = ncc.shape
+    need = max(min_overlap, 2.0)
+    # where each row and column of the output reads, and its mirror
+    rows, cols = np.empty(oh, np.int64), np.empty(ow, np.int64)
+    mrows, mcols = np.empty(oh, np.int64), np.empty(ow, np.int64)
+    for v in range(oh):
+        rows[v] = (v - (h2 - 1)) % h
+        mrows[v] = h - 1 - (rows[v] - shift_y) % h if mirror else rows[v]
+    for u in range(ow):
+        cols[u] = (u - (w2 - 1)) % w
+        mcols[u] = w - 1 - (cols[u] - shift_x) % w if mirror else cols[u]
+    var_f = np.empty((oh, ow), np.float32)
+    var_g = np.empty((oh, ow), np.float32)
+    top = 0.0
+    for v in range(oh):
+        i, ci = rows[v], mrows[v]
+        for u in range(ow):
+            j, cj = cols[u], mcols[u]
+            c = np.round(count[ci, cj])
+            counts[v, u] = c
+            if c < need:
+                c = 1.0
+            a, b = sf[i, j], sg[ci, cj]
+            vf = sff[i, j] - a * a / c
+            vg = sgg[ci, cj] - b * b / c
+            var_f[v, u], var_g[v, u] = vf, vg
+            top = max(top, vf, vg)
+            ncc[v, u] = sfg[i, j] - a * b / c
+    floor = 1e-6 * max(top, 1e-30)
+    for v in range(oh):
+        for u in range(ow):
+            vf, vg = var_f[v, u], var_g[v, u]
+            if counts[v, u] >= need and vf > floor and vg > floor:
+                r = ncc[v, u] / (np.sqrt(vf) * np.sqrt(vg))
+                ncc[v, u] = min(max(r, -1.0), 1.0)
+            else:
+                ncc[v, u] = 0.0

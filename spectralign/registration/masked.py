@@ -140,80 +140,61 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
     transforms: a reversed real array's transform is the conjugate of the
     original's times a linear phase.
     """
+    from .compiled import ncc_coefficient, ncc_products
+
     h1, w1 = fixed.shape
     h2, w2 = moving.shape
     shape = (scipy.fft.next_fast_len(h1 + h2 - 1, real=True),
              scipy.fft.next_fast_len(w1 + w2 - 1, real=True))
-    # single precision: the values are centred below, and a placement
-    # needs its peak to a pixel, not the coefficient to eight digits
-    n = moving_mask.astype(np.float32)
-    g = np.where(moving_mask, moving, 0.0).astype(np.float32)
-    # centre the values: the sums below subtract large, nearly equal numbers
-    g = np.where(moving_mask, g - g[moving_mask].mean(), np.float32(0))
     workers = fft_workers(shape)
-    rf = lambda a: scipy.fft.rfft2(a, shape, workers=workers)  # noqa: E731
     # correlation of a (fixed side) with b (moving side) at shift s:
     # sum_x a(x + s) b(x) = irfft(A conj(B)); fixed's side is the same for
-    # every moving of this size (``cache``)
+    # every moving of this size (``cache``).  Single precision: the values
+    # are centred (the sums subtract large, nearly equal numbers
+    # otherwise), and a placement needs its peak to a pixel, not the
+    # coefficient to eight digits.
     if cache is not None and shape in cache:
-        M, F, F2 = cache[shape]
+        fixed_spectra = cache[shape]
     else:
-        m = fixed_mask.astype(np.float32)
-        f = np.where(fixed_mask, fixed, 0.0).astype(np.float32)
-        f = np.where(fixed_mask, f - f[fixed_mask].mean(), np.float32(0))
-        M, F, F2 = rf(m), rf(f), rf(f * f)
+        fixed_spectra = scipy.fft.rfft2(_centred_stack(fixed, fixed_mask), shape,
+                                        workers=workers)
         if cache is not None:
-            cache[shape] = (M, F, F2)
-    spectra = [rf(b) for b in (n, g, g * g)]
-    back = lambda a: scipy.fft.irfft2(a, shape, workers=workers)  # noqa: E731
-    direct = [np.conj(b) for b in spectra]
-    count, sg, sgg = (back(M * b) for b in direct)
-    found = [_coefficient(count, back(F * direct[0]), sg, back(F2 * direct[0]), sgg,
-                          back(F * direct[1]), min_overlap)]
-    if half_turn:
-        # conj(transform of b[::-1, ::-1]) = transform of b times this phase
-        py = np.exp(2j * np.pi * (h2 - 1) * scipy.fft.fftfreq(shape[0]))[:, None]
-        px = np.exp(2j * np.pi * (w2 - 1) * scipy.fft.rfftfreq(shape[1]))[None, :]
-        phase = (py * px).astype(np.complex64)
-        turned = [phase * b for b in spectra]
-        if np.array_equal(fixed_mask, fixed_mask[::-1, ::-1]):
-            # a mask symmetric about its frame's centre (a whole frame, or
-            # one inset evenly) sees the turned moving's mask and values at
-            # shift s as the moving's at shift (H1 - H2, W1 - W2) - s:
-            # three sums are read back, not transformed
-            def mirror(a):
-                return np.roll(a[::-1, ::-1], (h1 - h2 + 1, w1 - w2 + 1), axis=(0, 1))
-            tcount, tsg, tsgg = mirror(count), mirror(sg), mirror(sgg)
-        else:
-            tcount, tsg, tsgg = (back(M * b) for b in turned)
-        found.append(_coefficient(tcount, back(F * turned[0]), tsg, back(F2 * turned[0]), tsgg,
-                                  back(F * turned[1]), min_overlap))
-
-    def crop(a):
-        # shifts run from -(H2 - 1) to H1 - 1: the transforms hold the
-        # negative ones at the far end
-        a = np.roll(a, (h2 - 1, w2 - 1), axis=(0, 1))
-        return a[:h1 + h2 - 1, :w1 + w2 - 1]
-    out = [(crop(ncc), crop(c)) for ncc, c in found]
+            cache[shape] = fixed_spectra
+    moving_spectra = scipy.fft.rfft2(_centred_stack(moving, moving_mask), shape, workers=workers)
+    # a mask symmetric about its frame's centre (a whole frame, or one
+    # inset evenly) sees the turned moving's mask and values at shift s as
+    # the moving's at shift (H1 - H2, W1 - W2) - s: three sums are read
+    # back, not transformed
+    symmetric = half_turn and np.array_equal(fixed_mask, fixed_mask[::-1, ::-1])
+    slots = 6 if not half_turn else 9 if symmetric else 12
+    # conj(transform of b[::-1, ::-1]) = transform of b times this phase
+    py = np.exp(2j * np.pi * (h2 - 1) * scipy.fft.fftfreq(shape[0])).astype(np.complex64)
+    px = np.exp(2j * np.pi * (w2 - 1) * scipy.fft.rfftfreq(shape[1])).astype(np.complex64)
+    products = np.empty((slots,) + moving_spectra.shape[1:], dtype=np.complex64)
+    ncc_products(fixed_spectra, moving_spectra, py, px, products)
+    sums = scipy.fft.irfft2(products, shape, workers=workers)
+    out = []
+    for turned in (False, True)[:1 + half_turn]:
+        ncc = np.empty((h1 + h2 - 1, w1 + w2 - 1), dtype=np.float32)
+        count = np.empty_like(ncc)
+        sf, sff, sfg = (sums[6], sums[7], sums[8]) if turned else (sums[1], sums[3], sums[5])
+        own = (sums[9], sums[10], sums[11]) if turned and not symmetric else (
+            sums[0], sums[2], sums[4])
+        ncc_coefficient(own[0], sf, own[1], sff, own[2], sfg, turned and symmetric,
+                        h1 - h2 + 1, w1 - w2 + 1, h2, w2, float(min_overlap), ncc, count)
+        out.append((ncc, count))
     return out if half_turn else out[0]
 
 
-def _coefficient(count, sf, sg, sff, sgg, sfg, min_overlap: float):
-    """:func:`masked_ncc`'s coefficient (clipped to [-1, 1]) and count from
-    the sums over the pixels valid in both at every shift."""
-    count = np.round(count)
-    ok = count >= max(min_overlap, 2.0)
-    c = np.where(ok, count, np.float32(1))
-    num = sfg - sf * sg / c
-    var_f = sff - sf * sf / c
-    var_g = sgg - sg * sg / c
-    floor = 1e-6 * max(float(var_f.max(initial=0)), float(var_g.max(initial=0)), 1e-30)
-    ok &= (var_f > floor) & (var_g > floor)
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        # the roots apart: their product can pass single precision's range
-        ncc = np.where(ok, num / (np.sqrt(np.maximum(var_f, floor))
-                                  * np.sqrt(np.maximum(var_g, floor))), np.float32(0))
-    return np.clip(ncc, -1.0, 1.0, out=ncc), count
+def _centred_stack(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The mask, the values less their mean and their squares (zero where
+    invalid), stacked: what :func:`masked_ncc` transforms of each image."""
+    out = np.zeros((3,) + img.shape, dtype=np.float32)
+    out[0] = mask
+    vals = img[mask].astype(np.float32)
+    out[1][mask] = vals - vals.mean()
+    np.multiply(out[1], out[1], out=out[2])
+    return out
 
 
 def ncc_peaks(ncc: np.ndarray, moving_shape: tuple[int, int], k: int = 3,
