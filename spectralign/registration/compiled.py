@@ -108,14 +108,52 @@ def frame_mask(inv, mh, mw, margin, out):  # pragma: no cover
 
 
 @_jit
+def _bspline_weights(t):  # pragma: no cover
+    # the cubic B-spline's four weights at fraction t: taps floor - 1 .. floor + 2
+    s = 1.0 - t
+    t2 = t * t
+    return (s * s * s / 6.0, (3.0 * t2 * t - 6.0 * t2 + 4.0) / 6.0,
+            (-3.0 * t2 * t + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t2 * t / 6.0)
+
+
+@_jit
+def _taps(img, u, v, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3):  # pragma: no cover
+    # the 4 x 4 taps from (floor(u) - 1, floor(v) - 1), weighed; mirrored
+    # past the edges
+    h, w = img.shape
+    x0 = int(np.floor(u)) - 1
+    y0 = int(np.floor(v)) - 1
+    if x0 >= 0 and x0 + 3 < w and y0 >= 0 and y0 + 3 < h:
+        i0, i1, i2, i3 = x0, x0 + 1, x0 + 2, x0 + 3
+        j0, j1, j2, j3 = y0, y0 + 1, y0 + 2, y0 + 3
+    else:
+        i0, i1, i2, i3 = _index(x0, w), _index(x0 + 1, w), _index(x0 + 2, w), _index(x0 + 3, w)
+        j0, j1, j2, j3 = _index(y0, h), _index(y0 + 1, h), _index(y0 + 2, h), _index(y0 + 3, h)
+    acc = 0.0
+    r = img[j0]
+    acc += wy0 * (wx0 * r[i0] + wx1 * r[i1] + wx2 * r[i2] + wx3 * r[i3])
+    r = img[j1]
+    acc += wy1 * (wx0 * r[i0] + wx1 * r[i1] + wx2 * r[i2] + wx3 * r[i3])
+    r = img[j2]
+    acc += wy2 * (wx0 * r[i0] + wx1 * r[i1] + wx2 * r[i2] + wx3 * r[i3])
+    r = img[j3]
+    acc += wy3 * (wx0 * r[i0] + wx1 * r[i1] + wx2 * r[i2] + wx3 * r[i3])
+    return acc
+
+
+@_jit
 def spline_sample(coef, inv, out):  # pragma: no cover
     """``out[y, x]`` = the spline of ``coef`` at ``inv @ (x, y, 1)``."""
     h, w = out.shape
     for y in range(h):
+        bu = inv[0, 1] * y + inv[0, 2]
+        bv = inv[1, 1] * y + inv[1, 2]
         for x in range(w):
-            u = inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]
-            v = inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]
-            out[y, x] = _sample(coef, u, v)[0]
+            u = inv[0, 0] * x + bu
+            v = inv[1, 0] * x + bv
+            wx0, wx1, wx2, wx3 = _bspline_weights(u - np.floor(u))
+            wy0, wy1, wy2, wy3 = _bspline_weights(v - np.floor(v))
+            out[y, x] = _taps(coef, u, v, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3)
 
 
 @_jit
@@ -135,24 +173,15 @@ def cubic_sample(img, inv, out):  # pragma: no cover
     with no spline prefilter over the whole image; taps past the edges
     are mirrored."""
     h, w = out.shape
-    ih, iw = img.shape
     for y in range(h):
+        bu = inv[0, 1] * y + inv[0, 2]
+        bv = inv[1, 1] * y + inv[1, 2]
         for x in range(w):
-            u = inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]
-            v = inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]
-            fu = np.floor(u)
-            fv = np.floor(v)
-            wx0, wx1, wx2, wx3 = _keys(u - fu)
-            wy0, wy1, wy2, wy3 = _keys(v - fv)
-            x0 = int(fu) - 1
-            y0 = int(fv) - 1
-            i0, i1 = _index(x0, iw), _index(x0 + 1, iw)
-            i2, i3 = _index(x0 + 2, iw), _index(x0 + 3, iw)
-            acc = 0.0
-            for j, wy in ((y0, wy0), (y0 + 1, wy1), (y0 + 2, wy2), (y0 + 3, wy3)):
-                r = img[_index(j, ih)]
-                acc += wy * (wx0 * r[i0] + wx1 * r[i1] + wx2 * r[i2] + wx3 * r[i3])
-            out[y, x] = acc
+            u = inv[0, 0] * x + bu
+            v = inv[1, 0] * x + bv
+            wx0, wx1, wx2, wx3 = _keys(u - np.floor(u))
+            wy0, wy1, wy2, wy3 = _keys(v - np.floor(v))
+            out[y, x] = _taps(img, u, v, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3)
 
 
 @_jit

@@ -638,7 +638,8 @@ def _windows(valid: np.ndarray, size: int) -> np.ndarray:
     h, w = valid.shape
     if size > min(h, w):
         return np.zeros((0, 2))
-    integral = np.pad(valid.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    integral = np.zeros((h + 1, w + 1), dtype=np.int32)
+    np.cumsum(np.cumsum(valid, 0, dtype=np.int32), 1, out=integral[1:, 1:])
     # half-window steps, but no more than MAX_WINDOWS_SIDE a side: big
     # images need no more windows to pin a transform, only more time
     sx = max(4, size // 2, -(-(w - size) // (MAX_WINDOWS_SIDE - 1)))
