@@ -1108,13 +1108,15 @@ def test_masked_correlation_is_the_coefficient_at_every_shift(seed, h1, w1, h2, 
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2 ** 16), symmetric=st.booleans(),
+@given(seed=st.integers(0, 2 ** 16), symmetric=st.booleans(), moving_symmetric=st.booleans(),
        h1=st.integers(20, 48), w1=st.integers(20, 48), h2=st.integers(20, 48),
        w2=st.integers(20, 48))
-def test_half_turn_correlation_is_the_turned_images(seed, symmetric, h1, w1, h2, w2):
+def test_half_turn_correlation_is_the_turned_images(seed, symmetric, moving_symmetric,
+                                                    h1, w1, h2, w2):
     """The half-turn's masked correlation, read off its twin's transforms
-    (and, for a symmetric fixed mask, its mirrored sums), is the one
-    computed from moving turned by half a turn."""
+    (and, for a symmetric fixed mask, its mirrored sums; for both masks
+    symmetric, the twin's own sums of fixed), is the one computed from
+    moving turned by half a turn."""
     from spectralign.registration.masked import masked_ncc
 
     rng = np.random.default_rng(seed)
@@ -1125,6 +1127,8 @@ def test_half_turn_correlation_is_the_turned_images(seed, symmetric, h1, w1, h2,
     if not symmetric:
         fmask[4:9, 5:12] = False
     mmask = rng.random((h2, w2)) > 0.2
+    if moving_symmetric:
+        mmask &= mmask[::-1, ::-1]
     need = 0.2 * min(fmask.sum(), mmask.sum())
     both = masked_ncc(fixed, moving, fmask, mmask, need, {}, half_turn=True)
     alone = [masked_ncc(fixed, m, fmask, mm, need)

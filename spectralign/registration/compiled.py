@@ -318,8 +318,9 @@ def ncc_products(fixed_spectra, moving_spectra, py, px, out):  # pragma: no cove
     F N*, M G*, F2 N*, M G2*, F G*`` (count, sum of f, of g, of f^2, of
     g^2, of f g).  Where ``out`` holds more, the same for moving turned by
     half a turn, whose conjugate transform is the transform times the
-    phase ``py[i] px[j]``: ``out[6:9]`` its sums of f, f^2 and f g, and
-    with 12 slots ``out[9:12]`` its count, sum of g and of g^2."""
+    phase ``py[i] px[j]``: ``out[6]`` its sum of f g, with 9 slots or more
+    ``out[7:9]`` its sums of f and f^2, and with 12 ``out[9:12]`` its
+    count, sum of g and of g^2."""
     k, h, w = out.shape
     for i in range(h):
         for j in range(w):
@@ -335,9 +336,10 @@ def ncc_products(fixed_spectra, moving_spectra, py, px, out):  # pragma: no cove
             if k > 6:
                 phase = py[i] * px[j]
                 tn, tg = phase * n, phase * g
-                out[6, i, j] = f * tn
-                out[7, i, j] = f2 * tn
-                out[8, i, j] = f * tg
+                out[6, i, j] = f * tg
+                if k > 7:
+                    out[7, i, j] = f * tn
+                    out[8, i, j] = f2 * tn
                 if k > 9:
                     out[9, i, j] = m * tn
                     out[10, i, j] = m * tg

@@ -164,9 +164,12 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
     # a mask symmetric about its frame's centre (a whole frame, or one
     # inset evenly) sees the turned moving's mask and values at shift s as
     # the moving's at shift (H1 - H2, W1 - W2) - s: three sums are read
-    # back, not transformed
+    # back, not transformed; where moving's mask is symmetric too (a
+    # turned frame on a canvas that holds it), its turn is itself, and
+    # so are the sums of fixed over it
     symmetric = half_turn and np.array_equal(fixed_mask, fixed_mask[::-1, ::-1])
-    slots = 6 if not half_turn else 9 if symmetric else 12
+    both = symmetric and np.array_equal(moving_mask, moving_mask[::-1, ::-1])
+    slots = 6 if not half_turn else 7 if both else 9 if symmetric else 12
     # conj(transform of b[::-1, ::-1]) = transform of b times this phase
     py = np.exp(2j * np.pi * (h2 - 1) * scipy.fft.fftfreq(shape[0])).astype(np.complex64)
     px = np.exp(2j * np.pi * (w2 - 1) * scipy.fft.rfftfreq(shape[1])).astype(np.complex64)
@@ -177,7 +180,8 @@ def masked_ncc(fixed: np.ndarray, moving: np.ndarray, fixed_mask: np.ndarray,
     for turned in (False, True)[:1 + half_turn]:
         ncc = np.empty((h1 + h2 - 1, w1 + w2 - 1), dtype=np.float32)
         count = np.empty_like(ncc)
-        sf, sff, sfg = (sums[6], sums[7], sums[8]) if turned else (sums[1], sums[3], sums[5])
+        sfg = sums[6] if turned else sums[5]
+        sf, sff = (sums[7], sums[8]) if turned and not both else (sums[1], sums[3])
         own = (sums[9], sums[10], sums[11]) if turned and not symmetric else (
             sums[0], sums[2], sums[4])
         ncc_coefficient(own[0], sf, own[1], sff, own[2], sfg, turned and symmetric,
