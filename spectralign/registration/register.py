@@ -1028,6 +1028,10 @@ class _Soon:
 
 def _is_binary(img: np.ndarray, mask: np.ndarray) -> bool:
     """Whether the valid pixels take two values at most."""
+    head = img[:8][mask[:8]]  # a gray image shows three values in its first rows
+    if head.size and np.count_nonzero((head != head[0]) & (head != head.max())) \
+            and np.count_nonzero((head != head[0]) & (head != head.min())):
+        return False
     vals = img[mask]
     other = vals[vals != vals[0]]
     return bool(other.size == 0 or (other == other[0]).all())
