@@ -93,10 +93,12 @@ def bandpass_forms(img: np.ndarray, sigma: float, forms: tuple[str, ...]) -> lis
     B-spline coefficients, as :func:`scipy.ndimage.spline_filter` gives),
     ``"dx"`` and ``"dy"`` (the derivatives of that spline at the pixels).
 
-    The spline's prefilter and derivative are linear filters, so each is
-    one more factor of the band-pass's transfer function: the B-spline's
-    samples are ``(z + 4 + 1/z) / 6`` of its coefficients, its derivative
-    ``(z - 1/z) / 2`` along the axis.  The frame's edges see the band-pass's
+    The spline's prefilter is a linear filter, one more factor of the
+    band-pass's transfer function, so one inverse transform gives the
+    coefficients; the B-spline's samples are ``(z + 4 + 1/z) / 6`` of them
+    and its derivative ``(z - 1/z) / 2`` along an axis, short stencils
+    (as exact as the factors ``_form`` gives, at a third of the inverse
+    transforms for values and slopes).  The frame's edges see the band-pass's
     mirrored padding instead of the spline's mirror; both are guesses of
     what lies beyond the frame, and the fits leave those pixels out.
     Returns float32 arrays of ``img``'s shape, in the order asked."""

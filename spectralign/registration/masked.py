@@ -3,7 +3,9 @@
 Padfield, "Masked object registration in the Fourier domain", IEEE TIP 21
 (2012), doi:10.1109/TIP.2011.2181402: the correlation coefficient of two
 images over just the pixels valid in both, for every relative shift, from
-six forward and six inverse FFTs.
+the transforms of each image's mask, values and squares (one batched
+forward transform a side) and one batched inverse transform of their six
+products; the products and the coefficient are compiled loops.
 """
 
 from __future__ import annotations
