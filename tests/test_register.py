@@ -189,6 +189,44 @@ def test_half_turn_placed_from_its_twin_as_directly(sem):
     assert corner_error(best[1], truth, 320) < 10.0  # 5x shrunk: coarse
 
 
+@pytest.mark.parametrize("angle", [-17.0, 4.0, 165.0])
+def test_small_whole_frames_placed_over_the_frame(sem, angle):
+    """Small whole frames are first placed by one windowed correlation
+    over the frame: the right turn of the two, within the windows' reach,
+    and register's answer from it."""
+    import importlib
+
+    reg_mod = importlib.import_module("spectralign.registration.register")
+    truth = about_centre(Affine.rotator(np.radians(angle)), 128, (6.0, -9.0))
+    fixed, moving = pair(sem, truth, 128, (600, 450), noise=0.02)
+    full = np.ones(fixed.shape, bool)
+    # Fourier-Mellin's angle, a little off and known modulo half a turn
+    spectra_angle = np.radians((angle + 0.4 + 90.0) % 180.0 - 90.0)
+    placed = reg_mod._framed(fixed, full, moving, full, spectra_angle, 1.0)
+    assert len(placed) == 1
+    assert corner_error(placed[0][1], truth, 128) < 4.0
+    reg = register(fixed, moving, model="rigid")
+    assert corner_error(reg.transform, truth, 128) < 0.1
+
+
+def test_a_framed_placement_that_fails_falls_back_to_the_masked_ones(sem, monkeypatch):
+    """Where the framed placement is wrong (its windows cannot agree), the
+    masked correlation's placements follow and find the answer."""
+    import importlib
+
+    reg_mod = importlib.import_module("spectralign.registration.register")
+    calls = []
+
+    def off(*args):
+        calls.append(args)
+        return [(99.0, Affine.translator((37.0, -41.0)))]
+    monkeypatch.setattr(reg_mod, "_framed", off)
+    truth = about_centre(Affine.rotator(np.radians(11.0)), 128, (4.0, 3.0))
+    fixed, moving = pair(sem, truth, 128, (640, 520), noise=0.02)
+    reg = register(fixed, moving, model="rigid")
+    assert calls and corner_error(reg.transform, truth, 128) < 0.1
+
+
 def test_affine_known_on_he(he_slide):
     he = ndi.gaussian_filter(he_slide[200:1400, 200:1400].astype(np.float64), 0.8)
     lin = Affine(np.array([[1.015, 0.012, 0], [-0.02, 0.985, 0]]))

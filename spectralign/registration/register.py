@@ -159,6 +159,15 @@ MIN_VALID = 256
 #: without the helper; at 256 px 0.9-1.07x, within the machine's noise;
 #: at 320 and 384 px 1.05-1.15x).
 AHEAD_PIXELS = 160 * 160
+#: Pixels (of the larger image) up to which two whole frames are first
+#: placed by one windowed correlation over the frame (:func:`_framed`),
+#: before the masked correlation's placements.  On pairs that share most
+#: of their area it places as often right (measured on 128 px rotations,
+#: 60 pairs a condition: clean, noise 0.1 and 0.2, JPEG 10, on the bench's
+#: and the other sources: 534 of 600 against 521) at a third of the time
+#: (0.8 ms against 2.4); on a 384 px affine it placed 17 of 40 where the
+#: masked correlation placed 29, so big images go straight to the latter.
+FRAMED_PIXELS = 160 * 160
 
 
 @dataclass(frozen=True)
@@ -512,8 +521,9 @@ def _factor(fixed, moving, side: int) -> int:
 def _coarse(fixed, fmask, moving, mmask, model: str):
     """Candidate transforms (moving -> fixed) as ``(score, transform)``,
     the two best: Fourier-Mellin's angles and scales, each turned both ways,
-    placed by correlation.  Lazily: the second angle is placed only when
-    the first one's best placement has been refined and failed."""
+    placed by correlation; on small whole frames, first the best angle's
+    framed placement (:func:`_framed`).  Lazily: each is placed only when
+    the one before has been refined and failed."""
     # the placements' band-pass (2 to 16 px at COARSE_SIDE) holds nothing
     # that images shrunk by another 2 lose: they run at PLACE_SIDE, 1 px
     if model == "translation":
@@ -526,7 +536,63 @@ def _coarse(fixed, fmask, moving, mmask, model: str):
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
     cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
+    if cands and max(fixed.size, moving.size) <= FRAMED_PIXELS and fmask.all() and mmask.all():
+        yield from _framed(fixed, fmask, moving, mmask, *cands[0][:2])
     yield from _placed(fixed, fmask, moving, mmask, cands)
+
+
+def _framed(fixed, fmask, moving, mmask, angle: float, scale: float) -> list[tuple[float, Affine]]:
+    """Moving (a whole frame) turned by ``angle`` (and by half a turn more)
+    and scaled by ``scale`` about its centre onto fixed's, each placed by
+    the peak of their correlation over every cyclic shift, on images
+    shrunk to PLACE_SIDE, under a Hann window over the valid pixels and
+    band-passed as :func:`_rival` reads them: the better turn's ``(score,
+    transform)``, the score its peak over the correlation's spread."""
+    from .compiled import cubic_sample
+
+    g = _factor(fixed, moving, PLACE_SIDE)
+    sf, sfm = _shrink(fixed, fmask, g)
+    sm, smm = _shrink(moving, mmask, g)
+    h, w = sf.shape
+    small = _block_map(g)
+    window = _hann((h, w))
+    fixed_spectrum = _windowed_spectrum(sf, sfm, window)
+    weight = _dog((h, w), 1.0) ** 2
+    onto = Affine.translator(((w - 1) / 2, (h - 1) / 2))
+    out_of = Affine.translator((-(sm.shape[1] - 1) / 2, -(sm.shape[0] - 1) / 2))
+    best = None
+    for turn in (0.0, np.pi):
+        lin = onto @ Affine.rotator(angle + turn) @ Affine.scaler(scale) @ out_of
+        warped = np.empty((h, w), dtype=np.float32)
+        cubic_sample(sm, np.ascontiguousarray(lin.inverse().matrix), warped)
+        valid = _warp_mask(lin, smm, (h, w), margin=1)
+        if valid.sum() < MIN_VALID // 4:
+            continue
+        cross = fixed_spectrum * np.conj(_windowed_spectrum(warped, valid, window * valid))
+        corr = scipy.fft.irfft2(cross * weight, (h, w))
+        at = int(np.argmax(corr))
+        dy, dx = divmod(at, w)
+        # cyclic: the far half of the shifts are the negative ones
+        shift = ((dx + w // 2) % w - w // 2, (dy + h // 2) % h - h // 2)
+        score = float(corr.flat[at]) / (float(np.std(corr)) or 1.0)
+        if best is None or score > best[0]:
+            best = (score, small.inverse() @ Affine.translator(shift) @ lin @ small)
+    return [best] if best is not None else []
+
+
+@functools.lru_cache(maxsize=8)
+def _hann(shape: tuple[int, int]) -> np.ndarray:
+    """A Hann window over a frame of ``shape``."""
+    out = np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
+    out.flags.writeable = False  # shared between calls
+    return out
+
+
+def _windowed_spectrum(img: np.ndarray, valid: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """The transform of ``img`` less the mean of its ``valid`` pixels, under
+    ``window`` (zero where not valid)."""
+    img = np.asarray(img, dtype=np.float32)
+    return scipy.fft.rfft2((img - img[valid].mean()) * window)
 
 
 def _part_pairs(fshape: tuple[int, int], mshape: tuple[int, int]) -> list[tuple]:
@@ -807,7 +873,9 @@ def _best(fixed, fmask, moving, mmask, model: str, soon_frames: _Soon, ahead: _S
             break
         if agreed and search is _search:
             break  # doubtful agreement beats the slow search
-        for _, t0 in itertools.islice(search(fixed, fmask, moving, mmask, model), 2):
+        # _coarse's first may be its framed placement (small whole frames)
+        tries = 3 if search is _coarse else 2
+        for _, t0 in itertools.islice(search(fixed, fmask, moving, mmask, model), tries):
             starts.append(t0)
             frames = soon_frames.result()
             found, snr = _refine(frames, t0, model, max_iters=REFINE_ITERS)
@@ -852,12 +920,9 @@ def _rival(fixed, fmask, moving, mmask, t: Affine) -> tuple[float, np.ndarray]:
     if valid.sum() < MIN_VALID // 4:
         return 0.0, np.zeros(2)
     h, w = sf.shape
-    window = np.outer(np.hanning(h), np.hanning(w)).astype(np.float32) * valid
-
-    def spectrum(img):
-        img = np.asarray(img, dtype=np.float32)
-        return scipy.fft.rfft2((img - img[valid].mean()) * window)
-    cross = spectrum(sf) * np.conj(spectrum(warped)) * _dog((h, w), 1.0) ** 2
+    window = _hann((h, w)) * valid
+    cross = (_windowed_spectrum(sf, valid, window) * np.conj(_windowed_spectrum(warped, valid, window))
+             * _dog((h, w), 1.0) ** 2)
     corr = scipy.fft.fftshift(scipy.fft.irfft2(cross, (h, w)))
     cy, cx = h // 2, w // 2
     at = float(corr[cy - 1:cy + 2, cx - 1:cx + 2].max())  # no shift, give or take 1 px
