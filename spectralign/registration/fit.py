@@ -34,15 +34,20 @@ def fit_transform(src: np.ndarray, dst: np.ndarray, model: str,
         lin, *_ = np.linalg.lstsq(a * sw, b * sw, rcond=None)
         lin = lin.T
     else:
+        # Umeyama's rotation in the plane: the turn that maximizes
+        # trace(R^T C) for the weighted cross-covariance C, and for a
+        # similarity the scale that goes with it (the sum of C's singular
+        # values, signed as Umeyama's correction does, is the projection
+        # of C on that turn)
         cov = (b * w[:, None]).T @ a
-        u, sv, vt = np.linalg.svd(cov)
-        d = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
-        rot = u @ d @ vt
+        along, across = cov[0, 0] + cov[1, 1], cov[1, 0] - cov[0, 1]
+        norm = np.hypot(along, across)
+        cos, sin = (along / norm, across / norm) if norm > 0 else (1.0, 0.0)
         scale = 1.0
         if model == "similarity":
             var = float(np.sum(w * np.sum(a * a, axis=1)))
-            scale = float(np.sum(sv * np.diag(d))) / var
-        lin = scale * rot
+            scale = float(norm) / var
+        lin = scale * np.array([[cos, -sin], [sin, cos]])
     return Affine(np.hstack([lin, (cd - lin @ cs)[:, None]]))
 
 
@@ -50,9 +55,14 @@ def determined(src: np.ndarray, model: str) -> bool:
     """Whether the points pin down every parameter of ``model``."""
     if len(src) < MIN_POINTS[model]:
         return False
-    spread = np.linalg.svd(src - src.mean(axis=0), compute_uv=False)
     if model == "translation":
         return True
+    # the centred points' singular values: the roots of their 2 x 2
+    # scatter's eigenvalues
+    a = src - src.mean(axis=0)
+    xx, xy, yy = float(a[:, 0] @ a[:, 0]), float(a[:, 0] @ a[:, 1]), float(a[:, 1] @ a[:, 1])
+    mid, half = (xx + yy) / 2, float(np.hypot((xx - yy) / 2, xy))
+    spread = np.sqrt([max(mid + half, 0.0), max(mid - half, 0.0)])
     if model == "affine":
         return spread[1] > 1e-6 * max(spread[0], 1.0) and spread[1] > 1.0
     return spread[0] > 1.0
