@@ -547,37 +547,41 @@ def _framed(fixed, fmask, moving, mmask, angle: float, scale: float) -> list[tup
     the peak of their correlation over every cyclic shift, on images
     shrunk to PLACE_SIDE, under a Hann window over the valid pixels and
     band-passed as :func:`_rival` reads them: the better turn's ``(score,
-    transform)``, the score its peak over the correlation's spread."""
+    transform)``, the score its peak over the correlation's RMS."""
     from .compiled import cubic_sample
 
     g = _factor(fixed, moving, PLACE_SIDE)
     sf, sfm = _shrink(fixed, fmask, g)
     sm, smm = _shrink(moving, mmask, g)
     h, w = sf.shape
-    small = _block_map(g)
-    window = _hann((h, w))
-    fixed_spectrum = _windowed_spectrum(sf, sfm, window)
-    weight = _dog((h, w), 1.0) ** 2
     onto = Affine.translator(((w - 1) / 2, (h - 1) / 2))
-    out_of = Affine.translator((-(sm.shape[1] - 1) / 2, -(sm.shape[0] - 1) / 2))
-    best = None
-    for turn in (0.0, np.pi):
-        lin = onto @ Affine.rotator(angle + turn) @ Affine.scaler(scale) @ out_of
-        warped = np.empty((h, w), dtype=np.float32)
-        cubic_sample(sm, np.ascontiguousarray(lin.inverse().matrix), warped)
-        valid = _warp_mask(lin, smm, (h, w), margin=1)
-        if valid.sum() < MIN_VALID // 4:
-            continue
-        cross = fixed_spectrum * np.conj(_windowed_spectrum(warped, valid, window * valid))
-        corr = scipy.fft.irfft2(cross * weight, (h, w))
-        at = int(np.argmax(corr))
-        dy, dx = divmod(at, w)
-        # cyclic: the far half of the shifts are the negative ones
-        shift = ((dx + w // 2) % w - w // 2, (dy + h // 2) % h - h // 2)
-        score = float(corr.flat[at]) / (float(np.std(corr)) or 1.0)
-        if best is None or score > best[0]:
-            best = (score, small.inverse() @ Affine.translator(shift) @ lin @ small)
-    return [best] if best is not None else []
+    lin = (onto @ Affine.rotator(angle) @ Affine.scaler(scale)
+           @ Affine.translator((-(sm.shape[1] - 1) / 2, -(sm.shape[0] - 1) / 2)))
+    warped = np.empty((2, h, w), dtype=np.float32)
+    cubic_sample(sm, np.ascontiguousarray(lin.inverse().matrix), warped[0])
+    valid = _warp_mask(lin, smm, (h, w), margin=1)
+    if valid.sum() < MIN_VALID // 4:
+        return []
+    # turned by half a turn more about the frame's centre: read backwards
+    warped[1] = warped[0, ::-1, ::-1]
+    window = _hann((h, w))
+    inside = window * valid
+    centred = (warped - warped[0][valid].mean()) * np.stack([inside, inside[::-1, ::-1]])
+    spectra = scipy.fft.rfft2(centred)
+    cross = np.conj(spectra) * (_windowed_spectrum(sf, sfm, window) * _dog((h, w), 1.0) ** 2)
+    corr = scipy.fft.irfft2(cross, (h, w))
+    # the band-pass leaves no mean: the RMS is the spread
+    rms = np.sqrt(np.einsum("kij,kij->k", corr, corr) / (h * w))
+    flat = corr.reshape(2, -1)
+    at = np.argmax(flat, axis=1)
+    score = flat[[0, 1], at] / np.maximum(rms, 1e-30)
+    k = int(np.argmax(score))
+    dy, dx = divmod(int(at[k]), w)
+    # cyclic: the far half of the shifts are the negative ones
+    shift = ((dx + w // 2) % w - w // 2, (dy + h // 2) % h - h // 2)
+    turned = Affine([[-1.0, 0.0, w - 1.0], [0.0, -1.0, h - 1.0]]) if k else Affine()
+    small = _block_map(g)
+    return [(float(score[k]), small.inverse() @ Affine.translator(shift) @ turned @ lin @ small)]
 
 
 @functools.lru_cache(maxsize=8)
