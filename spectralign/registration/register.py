@@ -11,8 +11,11 @@ Four stages, each honouring both validity masks:
    (:mod:`~spectralign.registration.masked`, Padfield 2012), weighed by the
    overlap behind it, finds where it lies on fixed.  Stage 1 runs on
    images shrunk to about 128 px, stage 2 to about 64 px; where neither of the two best candidates
-   refines, every angle is searched in steps of 4 degrees at 64 px.
-3. **Windows**: moving is resampled through the estimate into fixed's
+   refines, every angle is searched in steps of 4 degrees at 64 px.  Small
+   whole frames (up to 160 x 160 px) are first placed by one windowed
+   correlation over the frame at the best angle, both turns, which costs a
+   third as much; the masked placements follow where it does not refine.
+3. **Windows**: moving is resampled (cubic convolution) through the estimate into fixed's
    frame, spectral windows (:class:`~spectralign.Matcher`) across the
    overlap measure what is left, and a robust least-squares fit of the model
    (consensus, then trimming) updates the estimate.  Enough windows
@@ -47,7 +50,7 @@ from ..io.image import Image
 from ..match import loader as _loader
 from ..match.matcher import Matcher
 from .denoise import denoise_image
-from .direct import _dog, bandpass, bandpass_forms, helper, refine_direct, resample
+from .direct import _dog, bandpass, bandpass_forms, helper, refine_direct
 from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
@@ -190,10 +193,10 @@ class Registration:
     ncc : float
         Correlation coefficient of fixed and :meth:`warp` over the pixels
         valid in both (every other pixel each way in images over 256 x
-        256; in images of 256 px a side and more, moving resampled by
-        cubic convolution rather than :meth:`warp`'s cubic spline, whose
-        prefilter costs more than the rest of the finish: it reads a
-        little lower, 0.970 for 0.976 in the README's example): the
+        256; moving resampled by cubic convolution rather than
+        :meth:`warp`'s cubic spline, whose prefilter costs more than the
+        rest of the finish: it reads a little lower, 0.970 for 0.976 in
+        the README's example at 256 px and more): the
         pixels' own verdict (1: identical up to gain and offset; shading
         that one image has and the other lacks lowers it).  Of the images
         as matched: a binarized image whose contrast is the gray one's
@@ -744,9 +747,11 @@ def _fast_side(n: int) -> int:
     return best
 
 
-def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
+def _measure(ffill, fmask, mfill, mmask, t: Affine, model: str):
     """Spectral windows across the overlap of fixed and moving (its cubic
-    spline coefficients ``mcoef``) resampled through ``t``: their centres,
+    filled form ``mfill``) resampled through ``t`` (cubic convolution: the
+    windows need no finer reading, and a spline's prefilter of moving took
+    as long as reading it): their centres,
     matches, SNRs, which of them are fit to use, and their size; None
     where no window fits in the overlap."""
     h, w = ffill.shape
@@ -758,7 +763,11 @@ def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
         centres = _windows(valid, size)
     if not len(centres):
         return None
-    ref, warped = fill_masked([ffill, resample(mcoef, t, (h, w))], valid)
+    from .compiled import cubic_sample
+
+    warped = np.empty((h, w), dtype=np.float32)
+    cubic_sample(mfill, np.ascontiguousarray(t.inverse().matrix), warped)
+    ref, warped = fill_masked([ffill, warped], valid)
     matches = Matcher(ref, warped).refine_many(centres, centres, size, iters=WINDOW_ITERS, workers=1)
     snrs = np.array(matches.snr, dtype=np.float64)
     # a window measures shifts well within its own size; beyond, its peak
@@ -768,22 +777,16 @@ def _measure(ffill, fmask, mcoef, mmask, t: Affine, model: str):
     return centres, matches, snrs, good, size
 
 
-def _spline(moving: np.ndarray, mmask: np.ndarray) -> np.ndarray:
-    """Cubic spline coefficients of moving (invalid pixels filled), for
-    :func:`~.direct.resample`."""
-    return scipy.ndimage.spline_filter(fill_masked(moving, mmask), order=3, mode="mirror")
-
-
 @dataclass(frozen=True)
 class _Frames:
     """What the spectral windows compare: fixed filled and its mask,
-    moving's cubic spline coefficients and its mask, on block means of
+    moving filled (read by cubic convolution) and its mask, on block means of
     ``factor`` x ``factor`` pixels (``to_small`` maps the full images'
     pixels to theirs)."""
 
     fill: np.ndarray
     fmask: np.ndarray
-    coef: np.ndarray
+    moving: np.ndarray
     mmask: np.ndarray
     factor: int
     to_small: Affine
@@ -806,7 +809,7 @@ def _frames(fixed, fmask, moving, mmask) -> _Frames:
     f = _frame_factor(fixed, moving)
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
-    return _Frames(fill_masked(sf, sfm), sfm, _spline(sm, smm), smm, f, _block_map(f))
+    return _Frames(fill_masked(sf, sfm), sfm, fill_masked(sm, smm), smm, f, _block_map(f))
 
 
 def _frame_factor(fixed, moving) -> int:
@@ -833,7 +836,7 @@ def _refine(frames: _Frames, t: Affine, model: str, max_iters: int = 8):
     best_snr = 0.0
     t = frames.shrunk(t)
     for it in range(1, max_iters + 1):
-        measured = _measure(frames.fill, frames.fmask, frames.coef, frames.mmask, t, model)
+        measured = _measure(frames.fill, frames.fmask, frames.moving, frames.mmask, t, model)
         if measured is None:
             return None, best_snr
         centres, matches, snrs, good, _ = measured
@@ -1150,7 +1153,7 @@ def _direct(fixed, fmask, moving, mmask, starts, model: str, frames: _Frames):
     if best is None:
         return None
     t, iters, ncc = best
-    measured = _measure(frames.fill, frames.fmask, frames.coef, frames.mmask,
+    measured = _measure(frames.fill, frames.fmask, frames.moving, frames.mmask,
                         frames.shrunk(t), model)
     if measured is None:
         return t, 0.0, 0, float("nan"), iters, ncc
@@ -1294,13 +1297,11 @@ def _register(f_img, fmask, m_img, mmask, model: str) -> Registration:
     k = 2 if f_img.size > 256 * 256 else 1
     to_sub = Affine.scaler(1.0 / k) @ t
     sub = _overlap(to_sub, fmask[::k, ::k], mmask)
-    if frames.factor == 1:  # the frames hold moving's spline
-        warped = resample(frames.coef, to_sub, sub.shape)
-    else:  # cubic convolution: a spline's prefilter would cost more than the rest
-        from .compiled import cubic_sample
+    # cubic convolution: a spline's prefilter would cost more than the rest
+    from .compiled import cubic_sample
 
-        warped = np.empty(sub.shape, dtype=np.float32)
-        cubic_sample(m_img, np.ascontiguousarray(to_sub.inverse().matrix), warped)
+    warped = np.empty(sub.shape, dtype=np.float32)
+    cubic_sample(m_img, np.ascontiguousarray(to_sub.inverse().matrix), warped)
     ncc = _corrcoef(f_img[::k, ::k][sub], warped[sub])
     doubts = []
     if snr < SNR_THRESHOLD:
