@@ -21,7 +21,10 @@ from .masked import fft_workers, fill_masked
 
 __all__ = ["rotation_scale_candidates"]
 
-#: Angular bins over 180 degrees.
+#: Angular bins over 180 degrees; half as many where the band's outer
+#: ring spans fewer pixels over the half-turn than that half (spectra of
+#: up to 160 px: 180 bins still sample the ring more finely than its
+#: pixels, and cost half as much).
 ANGLES = 360
 #: The band of spatial frequency used, in cycles/px: below, the image's
 #: size and vignetting dominate; above, optics-blurred images hold noise.
@@ -114,7 +117,8 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     lo, hi = BAND[0] * n, BAND[1] * n
     nr = max(32, int(round(n / 2)))
     log_step = np.log(hi / lo) / (nr - 1)
-    points, far = _geometry(n, lo, nr, log_step, ANGLES)
+    angles = ANGLES // 2 if np.pi * hi < ANGLES / 2 else ANGLES
+    points, far = _geometry(n, lo, nr, log_step, angles)
     lp1 = _log_polar(_magnitude(fixed, fixed_mask, n), points, far)
     lp2 = _log_polar(_magnitude(moving, moving_mask, n), points, far)
     # angle is periodic; radius is not: taper it, and pad it by the
@@ -122,7 +126,7 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     # shift within reach wraps round
     taper = np.hanning(nr + 2)[1:-1].astype(np.float32)
     reach = int(np.ceil(np.log(max_scale * 1.05) / log_step)) if scale else 0
-    shape = (ANGLES, scipy.fft.next_fast_len(nr + reach, real=True))
+    shape = (angles, scipy.fft.next_fast_len(nr + reach, real=True))
     s1 = scipy.fft.rfft2(lp1 * taper, shape)
     s2 = scipy.fft.rfft2(lp2 * taper, shape)
     cross = s1 * np.conj(s2)
@@ -137,14 +141,16 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     else:
         rows = np.array([0])
     sub = corr[:, rows]
-    local = scipy.ndimage.maximum_filter(sub, size=(9, 3), mode="wrap")
+    # peaks 4.5 degrees apart at least
+    local = scipy.ndimage.maximum_filter(sub, size=(max(3, 9 * angles // ANGLES | 1), 3),
+                                         mode="wrap")
     cand = np.argwhere(sub == local)
     vals = sub[cand[:, 0], cand[:, 1]]
     order = np.argsort(-vals)[:k]
     noise = float(np.std(sub)) or 1.0
     out = []
     for (a, j), v in zip(cand[order], vals[order]):
-        ya, yb = corr[(a - 1) % ANGLES, rows[j]], corr[(a + 1) % ANGLES, rows[j]]
+        ya, yb = corr[(a - 1) % angles, rows[j]], corr[(a + 1) % angles, rows[j]]
         d = ya - 2 * v + yb
         da = 0.5 * (ya - yb) / d if d < 0 else 0.0
         r = rows[j] if rows[j] <= shape[1] // 2 else rows[j] - shape[1]
@@ -154,7 +160,7 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
             xa, xb = corr[a, jm], corr[a, jp]
             d = xa - 2 * v + xb
             dr = 0.5 * (xa - xb) / d if d < 0 else 0.0
-        angle = ((a + da) * np.pi / ANGLES + np.pi / 2) % np.pi - np.pi / 2
+        angle = ((a + da) * np.pi / angles + np.pi / 2) % np.pi - np.pi / 2
         # fixed's spectrum at radius rho e^(r) matches moving's at rho:
         # fixed's content is smaller by e^(r) in space
         out.append((float(angle), float(np.exp(-(r + dr) * log_step)), float(v / noise)))
