@@ -1177,6 +1177,31 @@ def test_half_turn_correlation_is_the_turned_images(seed, symmetric, moving_symm
         assert np.count_nonzero(ref) > 0
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), h=st.integers(12, 40), w=st.integers(12, 40))
+def test_rival_peak_is_the_highest_far_maximum(seed, h, w):
+    """The compiled rival search finds what numpy's neighbourhood maximum
+    finds: the highest positive 9 x 9 maximum (wrapped) more than 4 px
+    from shift 0, and the largest value within 1 px of it."""
+    from spectralign.registration.compiled import rival_peak
+
+    rng = np.random.default_rng(seed)
+    corr = ndi.gaussian_filter(rng.normal(size=(h, w)), 1.5, mode="wrap").astype(np.float32)
+    at, value, dx, dy = rival_peak(corr, 4, 4)
+    shifted = np.fft.fftshift(corr)
+    cy, cx = h // 2, w // 2
+    assert at == shifted[cy - 1:cy + 2, cx - 1:cx + 2].max()
+    peaks = (shifted == ndi.maximum_filter(shifted, size=9, mode="wrap")) & (shifted > 0)
+    yy, xx = np.nonzero(peaks)
+    far = np.hypot(yy - cy, xx - cx) > 4
+    if not far.any():
+        assert value == 0
+        return
+    k = np.argmax(shifted[yy[far], xx[far]])
+    assert value == shifted[yy[far][k], xx[far][k]]
+    assert (dx, dy) == (xx[far][k] - cx, yy[far][k] - cy)
+
+
 def test_register_from_threads_and_a_forked_child(sem):
     """Calls from two threads at once give the serial answers (they share
     one helper thread), and a child forked after a call (whose helper

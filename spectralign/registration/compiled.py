@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 __all__ = ["spline_sample", "cubic_sample", "gauss_newton_rows", "bilinear_points",
-           "fill_from_blocks", "frame_mask", "ncc_products", "ncc_coefficient"]
+           "fill_from_blocks", "frame_mask", "ncc_products", "ncc_coefficient", "rival_peak"]
 
 # reassociation lets the sums vectorize; no "nnan"/"ninf"
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -394,3 +394,39 @@ def ncc_coefficient(count, sf, sg, sff, sgg, sfg, mirror, shift_y, shift_x, h2, 
                 ncc[v, u] = min(max(r, -1.0), 1.0)
             else:
                 ncc[v, u] = 0.0
+
+
+@_jit
+def rival_peak(corr, near, half):  # pragma: no cover
+    """In a cyclic correlation ``corr`` (shift 0 at index 0): the largest
+    value within 1 px of shift 0, and the highest positive maximum of its
+    ``2 half + 1`` square neighbourhood (wrapped) more than ``near`` px
+    from shift 0, as ``(at, value, dx, dy)``; ``value`` 0 where there is
+    none."""
+    h, w = corr.shape
+    at = -np.inf
+    for dy in range(-1, 2):
+        for dx in range(-1, 2):
+            at = max(at, corr[dy % h, dx % w])
+    best, bx, by = 0.0, 0, 0
+    for i in range(h):
+        sy = (i + h // 2) % h - h // 2
+        for j in range(w):
+            v = corr[i, j]
+            if v <= best:
+                continue
+            sx = (j + w // 2) % w - w // 2
+            if sx * sx + sy * sy <= near * near:
+                continue
+            peak = True
+            for a in range(-half, half + 1):
+                row = (i + a) % h
+                for b in range(-half, half + 1):
+                    if corr[row, (j + b) % w] > v:
+                        peak = False
+                        break
+                if not peak:
+                    break
+            if peak:
+                best, bx, by = v, sx, sy
+    return at, best, bx, by

@@ -192,8 +192,8 @@ class Registration:
         agree on one transform (:class:`~spectralign.errors.NoOverlapError`).
     ncc : float
         Correlation coefficient of fixed and :meth:`warp` over the pixels
-        valid in both (every other pixel each way in images over 256 x
-        256; moving resampled by cubic convolution rather than
+        valid in both (every other pixel each way in images of 96 px a
+        side and more; moving resampled by cubic convolution rather than
         :meth:`warp`'s cubic spline, whose prefilter costs more than the
         rest of the finish: it reads a little lower, 0.970 for 0.976 in
         the README's example at 256 px and more): the
@@ -914,7 +914,7 @@ def _rival(fixed, fmask, moving, mmask, t: Affine) -> tuple[float, np.ndarray]:
     placements are, under a Hann window over their common valid pixels:
     one product of two transforms), as a fraction of the peak at the
     result, and its offset (full-size px)."""
-    from .compiled import cubic_sample
+    from .compiled import cubic_sample, rival_peak
 
     g = _factor(fixed, moving, PLACE_SIDE)
     sf, sfm = _shrink(fixed, fmask, g)
@@ -930,17 +930,10 @@ def _rival(fixed, fmask, moving, mmask, t: Affine) -> tuple[float, np.ndarray]:
     window = _hann((h, w)) * valid
     cross = (_windowed_spectrum(sf, valid, window) * np.conj(_windowed_spectrum(warped, valid, window))
              * _dog((h, w), 1.0) ** 2)
-    corr = scipy.fft.fftshift(scipy.fft.irfft2(cross, (h, w)))
-    cy, cx = h // 2, w // 2
-    at = float(corr[cy - 1:cy + 2, cx - 1:cx + 2].max())  # no shift, give or take 1 px
-    peaks = (corr == scipy.ndimage.maximum_filter(corr, size=9, mode="wrap")) & (corr > 0)
-    yy, xx = np.nonzero(peaks)
-    far = np.hypot(yy - cy, xx - cx) > 4
-    if at <= 0 or not far.any():
+    at, value, dx, dy = rival_peak(scipy.fft.irfft2(cross, (h, w)), 4, 4)
+    if at <= 0 or value <= 0:
         return 0.0, np.zeros(2)
-    best = np.argmax(corr[yy[far], xx[far]])
-    return (float(corr[yy[far][best], xx[far][best]]) / at,
-            np.array([xx[far][best] - cx, yy[far][best] - cy], dtype=np.float64) * g)
+    return float(value) / float(at), np.array([dx, dy], dtype=np.float64) * g
 
 
 def _corrcoef(a: np.ndarray, b: np.ndarray) -> float:
@@ -1292,9 +1285,9 @@ def _register(f_img, fmask, m_img, mmask, model: str) -> Registration:
     else:
         raise failed
     t, snr, kept, residual, iters, detail = found
-    # every other pixel of a big image tells the coefficient (and the
-    # overlap) as well
-    k = 2 if f_img.size > 256 * 256 else 1
+    # every other pixel each way tells the coefficient (and the overlap) as
+    # well, from 96 px a side (over 2,000 pixels)
+    k = 2 if min(f_img.shape) >= 96 else 1
     to_sub = Affine.scaler(1.0 / k) @ t
     sub = _overlap(to_sub, fmask[::k, ::k], mmask)
     # cubic convolution: a spline's prefilter would cost more than the rest
