@@ -807,6 +807,26 @@ def test_band_pass_forms_are_the_spline_and_its_derivatives(sem):
         bandpass_forms(img, 1.0, ("laplacian",))
 
 
+@pytest.mark.parametrize("second", [(200, 180), (150, 180)])
+def test_band_pass_forms_of_several_images_are_each_ones(sem, second):
+    """Several images' forms, through shared transform calls where their
+    shapes agree, are each image's own."""
+    from spectralign.registration.direct import bandpass_forms, bandpass_forms_of
+
+    a = sem[100:300, 200:380]
+    b = sem[400:400 + second[0], 100:100 + second[1]]
+    forms = [("value", "dx", "dy"), ("spline",)]
+    both = bandpass_forms_of([a, b], 1.0, forms)
+    for img, each, got in zip((a, b), forms, both):
+        for mine, alone in zip(got, bandpass_forms(img, 1.0, each)):
+            assert mine.shape == img.shape
+            np.testing.assert_allclose(mine, alone, atol=1e-5 * np.abs(alone).max())
+    values = bandpass_forms_of([a, a[::-1]], 2.0, [("value",), ("value",)])
+    for img, (got,) in zip((a, a[::-1]), values):
+        alone = bandpass_forms(img, 2.0, ("value",))[0]
+        np.testing.assert_allclose(got, alone, atol=1e-5 * np.abs(alone).max())
+
+
 @pytest.mark.parametrize("sigma", [3.0, 4.0, 6.0])
 def test_fourier_mask_fill_matches_normalized_convolution(sem, sigma):
     """Invalid pixels take SciPy's normalized convolution (zero beyond the

@@ -102,22 +102,41 @@ def bandpass_forms(img: np.ndarray, sigma: float, forms: tuple[str, ...]) -> lis
     mirrored padding instead of the spline's mirror; both are guesses of
     what lies beyond the frame, and the fits leave those pixels out.
     Returns float32 arrays of ``img``'s shape, in the order asked."""
-    img = _detrend(img)  # single precision: twice as fast, far finer than any noise
-    h, w = img.shape
+    return bandpass_forms_of([img], sigma, [forms])[0]
+
+
+def bandpass_forms_of(imgs: list, sigma: float, forms: list) -> list[list[np.ndarray]]:
+    """:func:`bandpass_forms` of several images (``forms[i]`` of
+    ``imgs[i]``): those of one shape share each transform call."""
+    for each in forms:
+        for form in each:
+            if form not in FORMS:
+                raise ValueError(f"Expected a form of {FORMS}. Got {form!r} instead.")
+    if len({np.shape(img) for img in imgs}) > 1:
+        return [bandpass_forms_of([img], sigma, [each])[0] for img, each in zip(imgs, forms)]
+    # single precision: twice as fast, far finer than any noise
+    stack = np.stack([_detrend(img) for img in imgs])
+    _, h, w = stack.shape
     pad = int(np.ceil(24 * sigma))
-    padded = np.pad(img, pad, mode="symmetric")
-    shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in padded.shape)
+    padded = np.pad(stack, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
+    shape = tuple(scipy.fft.next_fast_len(n, real=True) for n in padded.shape[1:])
     workers = fft_workers(shape)
     spec = scipy.fft.rfft2(padded, shape, workers=workers)
-    spec *= _dog(shape, float(sigma))
-    if tuple(forms) == ("value",):
-        return [scipy.fft.irfft2(spec, shape, workers=workers)[pad:pad + h, pad:pad + w]]
-    for form in forms:
-        _form(shape, form)  # checks the name
+    if all(tuple(each) == ("value",) for each in forms):
+        spec *= _dog(shape, float(sigma))
+        back = scipy.fft.irfft2(spec, shape, workers=workers)
+        return [[b[pad:pad + h, pad:pad + w]] for b in back]
     # one inverse transform, the spline's coefficients (1 px wider each
     # way); the values and derivatives are their short stencils
-    spec *= _form(shape, "spline")
-    c = scipy.fft.irfft2(spec, shape, workers=workers)[pad - 1:pad + h + 1, pad - 1:pad + w + 1]
+    spec *= _dog_spline(shape, float(sigma))
+    back = scipy.fft.irfft2(spec, shape, workers=workers)
+    return [_stencils(c[pad - 1:pad + h + 1, pad - 1:pad + w + 1], each)
+            for c, each in zip(back, forms)]
+
+
+def _stencils(c: np.ndarray, forms) -> list[np.ndarray]:
+    """``forms`` of the spline whose coefficients are ``c`` (1 px wider
+    each way than the frame)."""
     sixth = np.float32(1 / 6)
     made = {"spline": c[1:-1, 1:-1]}
     if "value" in forms or "dx" in forms:
@@ -150,6 +169,14 @@ def _form(shape: tuple[int, int], form: str) -> np.ndarray | None:
     else:
         out = 1j * np.sin(wy) / by + 0 * wx
     out = out.astype(np.complex64)
+    out.flags.writeable = False  # shared between calls
+    return out
+
+
+@lru_cache(maxsize=16)
+def _dog_spline(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """:func:`_dog` times the spline's prefilter (``_form``'s ``"spline"``)."""
+    out = _dog(shape, sigma) * _form(shape, "spline")
     out.flags.writeable = False  # shared between calls
     return out
 

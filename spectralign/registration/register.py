@@ -50,7 +50,7 @@ from ..io.image import Image
 from ..match import loader as _loader
 from ..match.matcher import Matcher
 from .denoise import denoise_image
-from .direct import _dog, bandpass, bandpass_forms, helper, refine_direct
+from .direct import _dog, bandpass, bandpass_forms, bandpass_forms_of, helper, refine_direct
 from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
@@ -1051,23 +1051,41 @@ def _prepare(fixed, fmask, moving, mmask):
     made = {}
     for g in steps:
         for sigma in levels:
+            keys, imgs, forms = [], [], []
             if not (bm and not bf):
                 sf, sfm = _shrink(fixed, fmask, g)
-                made["fixed", g, sigma] = _fixed_forms(fill_masked(sf, sfm), sigma)
+                keys.append(("fixed", g, sigma))
+                imgs.append(fill_masked(sf, sfm))
+                forms.append(FIXED_FORMS)
             if not (bf and not bm):
                 sm, smm = _shrink(moving, mmask, g)
-                made["moving", g, sigma] = _moving_forms(fill_masked(sm, smm), sigma)
+                keys.append(("moving", g, sigma))
+                imgs.append(fill_masked(sm, smm))
+                forms.append(MOVING_FORMS)
+            # both through one transform call where their shapes agree
+            for key, got in zip(keys, bandpass_forms_of(imgs, sigma, forms)):
+                made[key] = _as_made(key[0], got)
     return plan, made
+
+
+#: What the pixels' fit reads of fixed and of moving (band-passed).
+FIXED_FORMS, MOVING_FORMS = ("value", "dx", "dy"), ("spline",)
 
 
 def _fixed_forms(ffill: np.ndarray, sigma: float) -> tuple:
     """Fixed's band-passed values and spline derivatives (filled image)."""
-    return tuple(bandpass_forms(ffill, sigma, ("value", "dx", "dy")))
+    return _as_made("fixed", bandpass_forms(ffill, sigma, FIXED_FORMS))
 
 
 def _moving_forms(mfill: np.ndarray, sigma: float) -> np.ndarray:
     """Moving's band-passed spline coefficients (filled image)."""
-    return bandpass_forms(mfill, sigma, ("spline",))[0].astype(np.float64)
+    return _as_made("moving", bandpass_forms(mfill, sigma, MOVING_FORMS))
+
+
+def _as_made(side: str, forms: list):
+    """:func:`bandpass_forms`' output as the pixels' fit takes it: fixed's
+    three forms, moving's coefficients in double precision."""
+    return tuple(forms) if side == "fixed" else forms[0].astype(np.float64)
 
 
 class _Soon:
