@@ -1222,6 +1222,34 @@ def test_rival_peak_is_the_highest_far_maximum(seed, h, w):
     assert (dx, dy) == (xx[far][k] - cx, yy[far][k] - cy)
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), h=st.integers(16, 200), w=st.integers(16, 200),
+       size=st.integers(8, 64))
+def test_windows_are_the_mostly_valid_ones_evenly_spread(seed, h, w, size):
+    """The windows' centres: every window of the even lattice whose pixels
+    are at least 90 % valid (counted directly), and no other."""
+    import importlib
+
+    reg_mod = importlib.import_module("spectralign.registration.register")
+    rng = np.random.default_rng(seed)
+    valid = ndi.gaussian_filter(rng.random((h, w)), 4) > 0.48
+    centres = reg_mod._windows(valid, size)
+    if size > min(h, w):
+        assert centres.shape == (0, 2)
+        return
+    expected = []
+    step = [max(4, size // 2, -(-(n - size) // (reg_mod.MAX_WINDOWS_SIDE - 1))) for n in (w, h)]
+    starts = []
+    for n, s in zip((w, h), step):
+        at = np.arange(0, n - size + 1, s)
+        starts.append(at + (n - size - at[-1]) // 2)
+    for y0 in starts[1]:
+        for x0 in starts[0]:
+            if valid[y0:y0 + size, x0:x0 + size].sum() >= 0.9 * size * size:
+                expected.append((x0 + size / 2, y0 + size / 2))
+    np.testing.assert_array_equal(centres, np.array(expected).reshape(-1, 2))
+
+
 def test_register_from_threads_and_a_forked_child(sem):
     """Calls from two threads at once give the serial answers (they share
     one helper thread), and a child forked after a call (whose helper

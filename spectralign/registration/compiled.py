@@ -19,7 +19,8 @@ import numba
 import numpy as np
 
 __all__ = ["spline_sample", "cubic_sample", "gauss_newton_rows", "bilinear_points",
-           "fill_from_blocks", "frame_mask", "ncc_products", "ncc_coefficient", "rival_peak"]
+           "fill_from_blocks", "frame_mask", "ncc_products", "ncc_coefficient", "rival_peak",
+           "window_centres"]
 
 # reassociation lets the sums vectorize; no "nnan"/"ninf"
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -430,3 +431,32 @@ def rival_peak(corr, near, half):  # pragma: no cover
             if peak:
                 best, bx, by = v, sx, sy
     return at, best, bx, by
+
+
+@_jit
+def window_centres(valid, size, sx, sy, share):  # pragma: no cover
+    """Centres ``(x, y)`` of the ``size`` px windows at steps of ``sx``
+    and ``sy`` px (the leftover margin spread evenly each way) whose
+    pixels are valid for at least ``share`` of them."""
+    h, w = valid.shape
+    integral = np.zeros((h + 1, w + 1), np.int32)
+    for i in range(h):
+        run = 0
+        for j in range(w):
+            run += valid[i, j]
+            integral[i + 1, j + 1] = integral[i, j + 1] + run
+    nx, ny = (w - size) // sx + 1, (h - size) // sy + 1
+    ox, oy = (w - size - (nx - 1) * sx) // 2, (h - size - (ny - 1) * sy) // 2
+    out = np.empty((nx * ny, 2), np.float64)
+    k = 0
+    for a in range(ny):
+        y0 = oy + a * sy
+        for b in range(nx):
+            x0 = ox + b * sx
+            count = (integral[y0 + size, x0 + size] - integral[y0, x0 + size]
+                     - integral[y0 + size, x0] + integral[y0, x0])
+            if count >= share * size * size:
+                out[k, 0] = x0 + size / 2
+                out[k, 1] = y0 + size / 2
+                k += 1
+    return out[:k].copy()

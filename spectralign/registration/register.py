@@ -715,23 +715,13 @@ def _windows(valid: np.ndarray, size: int) -> np.ndarray:
     h, w = valid.shape
     if size > min(h, w):
         return np.zeros((0, 2))
-    integral = np.zeros((h + 1, w + 1), dtype=np.int32)
-    np.cumsum(np.cumsum(valid, 0, dtype=np.int32), 1, out=integral[1:, 1:])
+    from .compiled import window_centres
+
     # half-window steps, but no more than MAX_WINDOWS_SIDE a side: big
     # images need no more windows to pin a transform, only more time
     sx = max(4, size // 2, -(-(w - size) // (MAX_WINDOWS_SIDE - 1)))
     sy = max(4, size // 2, -(-(h - size) // (MAX_WINDOWS_SIDE - 1)))
-    xs = np.arange(0, w - size + 1, sx)
-    ys = np.arange(0, h - size + 1, sy)
-    # spread the leftover margin evenly
-    xs = xs + (w - size - xs[-1]) // 2
-    ys = ys + (h - size - ys[-1]) // 2
-    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
-    y0, x0 = y0.ravel(), x0.ravel()
-    count = (integral[y0 + size, x0 + size] - integral[y0, x0 + size]
-             - integral[y0 + size, x0] + integral[y0, x0])
-    ok = count >= 0.9 * size * size
-    return np.stack([x0[ok] + size / 2, y0[ok] + size / 2], axis=1).astype(np.float64)
+    return window_centres(valid, size, sx, sy, 0.9)
 
 
 def _fast_side(n: int) -> int:
