@@ -521,6 +521,17 @@ def _factor(fixed, moving, side: int) -> int:
     return max(1, int(round(max(*fixed.shape, *moving.shape) / side)))
 
 
+def _coarse_factor(fixed, moving) -> int:
+    """Block size of Fourier-Mellin's images: about COARSE_SIDE px a side,
+    half that for small images (up to FRAMED_PIXELS), whose candidates
+    need no finer spectra (measured on 128 px rotations, 60 pairs a
+    condition, clean, noise 0.1 and 0.2, JPEG 30 and 10, on the bench's
+    and the other sources: the same pairs aligned, the whole call in
+    0.94-0.96x the time)."""
+    small = max(fixed.size, moving.size) <= FRAMED_PIXELS
+    return _factor(fixed, moving, COARSE_SIDE // 2 if small else COARSE_SIDE)
+
+
 def _coarse(fixed, fmask, moving, mmask, model: str):
     """Candidate transforms (moving -> fixed) as ``(score, transform)``,
     the two best: Fourier-Mellin's angles and scales, each turned both ways,
@@ -535,7 +546,7 @@ def _coarse(fixed, fmask, moving, mmask, model: str):
         pm, pmm = _shrink(moving, mmask, g)
         yield from _placements(pf, pfm, pm, pmm, [Affine()], g, 1.0)[:2]
         return
-    f = _factor(fixed, moving, COARSE_SIDE)
+    f = _coarse_factor(fixed, moving)
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
     cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
@@ -632,7 +643,7 @@ def _parts(fixed, fmask, moving, mmask, model: str):
     instead of at the offset the parts tell."""
     if model == "translation":
         return
-    f = _factor(fixed, moving, COARSE_SIDE)
+    f = _coarse_factor(fixed, moving)
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
     cands = []
