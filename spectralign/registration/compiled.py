@@ -1,24 +1,24 @@
 """The compiled loops of registration (numba).
 
-Cubic B-spline sampling through an affine map (the image's spline
-coefficients, mirrored at the edges as :func:`scipy.ndimage.spline_filter`
-with ``mode="mirror"`` makes them), and one Gauss-Newton step of
+One Gauss-Newton step of
 :func:`~spectralign.registration.direct.refine_direct` fused into a single
-pass over the valid pixels: sample, differentiate, and add each pixel's row
+pass over the valid pixels: sample the cubic B-spline of moving's
+coefficients (mirrored at the edges as :func:`scipy.ndimage.spline_filter`
+with ``mode="mirror"`` makes them), differentiate, and add each pixel's row
 to the normal equations, where numpy would make a dozen full-size arrays;
-cubic convolution (Keys 1981) for the final correlation of big images; and
-the fill of masked pixels read back from a grid of blocks; the masked
-correlation's products of spectra and its coefficient from the sums
-(:func:`~spectralign.registration.masked.masked_ncc`).
-``tests/test_register.py`` checks both against SciPy and numpy.
-"""
+cubic convolution (Keys 1981) through an affine map, for the placements,
+the windows and the final correlation; the fill of masked pixels read back
+from a grid of blocks; the masked correlation's products of spectra and its
+coefficient from the sums (:func:`~spectralign.registration.masked.masked_ncc`);
+the rival check's peak search; and the windows' centres.
+``tests/test_register.py`` checks each against SciPy and numpy."""
 
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-__all__ = ["spline_sample", "cubic_sample", "gauss_newton_rows", "bilinear_points",
+__all__ = ["cubic_sample", "gauss_newton_rows", "bilinear_points",
            "fill_from_blocks", "frame_mask", "ncc_products", "ncc_coefficient", "rival_peak",
            "window_centres"]
 
@@ -109,15 +109,6 @@ def frame_mask(inv, mh, mw, margin, out):  # pragma: no cover
 
 
 @_jit
-def _bspline_weights(t):  # pragma: no cover
-    # the cubic B-spline's four weights at fraction t: taps floor - 1 .. floor + 2
-    s = 1.0 - t
-    t2 = t * t
-    return (s * s * s / 6.0, (3.0 * t2 * t - 6.0 * t2 + 4.0) / 6.0,
-            (-3.0 * t2 * t + 3.0 * t2 + 3.0 * t + 1.0) / 6.0, t2 * t / 6.0)
-
-
-@_jit
 def _taps(img, u, v, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3):  # pragma: no cover
     # the 4 x 4 taps from (floor(u) - 1, floor(v) - 1), weighed; mirrored
     # past the edges
@@ -140,21 +131,6 @@ def _taps(img, u, v, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3):  # pragma: no cove
     r = img[j3]
     acc += wy3 * (wx0 * r[i0] + wx1 * r[i1] + wx2 * r[i2] + wx3 * r[i3])
     return acc
-
-
-@_jit
-def spline_sample(coef, inv, out):  # pragma: no cover
-    """``out[y, x]`` = the spline of ``coef`` at ``inv @ (x, y, 1)``."""
-    h, w = out.shape
-    for y in range(h):
-        bu = inv[0, 1] * y + inv[0, 2]
-        bv = inv[1, 1] * y + inv[1, 2]
-        for x in range(w):
-            u = inv[0, 0] * x + bu
-            v = inv[1, 0] * x + bv
-            wx0, wx1, wx2, wx3 = _bspline_weights(u - np.floor(u))
-            wy0, wy1, wy2, wy3 = _bspline_weights(v - np.floor(v))
-            out[y, x] = _taps(coef, u, v, wx0, wx1, wx2, wx3, wy0, wy1, wy2, wy3)
 
 
 @_jit

@@ -25,7 +25,7 @@ import scipy.ndimage
 from ..affine import Affine
 from .masked import _gaussian_transfer, fft_workers, fill_masked
 
-__all__ = ["refine_direct", "bandpass", "bandpass_forms", "resample"]
+__all__ = ["refine_direct", "bandpass", "bandpass_forms", "bandpass_forms_of"]
 
 #: Smoothing (Gaussian sigma, px) of the successive levels.
 LEVELS = (2.0, 1.0)
@@ -219,18 +219,6 @@ def _quadratic(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for v in (x, y, fit):
         v.flags.writeable = False  # shared between calls
     return x, y, fit
-
-
-def resample(coef: np.ndarray, t: Affine, shape: tuple[int, int]) -> np.ndarray:
-    """Cubic-spline samples, at every pixel of a frame of ``shape``, of the
-    image whose spline coefficients are ``coef``, through ``t`` (image ->
-    frame); the coefficients are computed once a level, not once a step."""
-    from .compiled import spline_sample
-
-    out = np.empty(shape, dtype=np.float64)
-    spline_sample(np.ascontiguousarray(coef, dtype=np.float64),
-                  np.ascontiguousarray(t.inverse().matrix, dtype=np.float64), out)
-    return out
 
 
 def _basis(model: str, xn: np.ndarray, yn: np.ndarray) -> list[tuple]:
