@@ -97,8 +97,8 @@ def bandpass_forms(img: np.ndarray, sigma: float, forms: tuple[str, ...]) -> lis
     band-pass's transfer function, so one inverse transform gives the
     coefficients; the B-spline's samples are ``(z + 4 + 1/z) / 6`` of them
     and its derivative ``(z - 1/z) / 2`` along an axis, short stencils
-    (as exact as the factors ``_form`` gives, at a third of the inverse
-    transforms for values and slopes).  The frame's edges see the band-pass's
+    (exact, where a factor a form in the transform would cost an inverse
+    transform each).  The frame's edges see the band-pass's
     mirrored padding instead of the spline's mirror; both are guesses of
     what lies beyond the frame, and the fits leave those pixels out.
     Returns float32 arrays of ``img``'s shape, in the order asked."""
@@ -151,32 +151,16 @@ def _stencils(c: np.ndarray, forms) -> list[np.ndarray]:
     return [made[form] for form in forms]
 
 
-@lru_cache(maxsize=32)
-def _form(shape: tuple[int, int], form: str) -> np.ndarray | None:
-    """The factor of ``form`` (see :func:`bandpass_forms`) on an ``rfft2``
-    of ``shape``; None for the values themselves."""
-    if form not in FORMS:
-        raise ValueError(f"Expected a form of {FORMS}. Got {form!r} instead.")
-    if form == "value":
-        return None
+@lru_cache(maxsize=16)
+def _dog_spline(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """:func:`_dog` times the cubic B-spline's prefilter, ``1 / (b_y b_x)``
+    with ``b = (4 + 2 cos w) / 6`` (the spline's samples of its
+    coefficients, ``(z + 4 + 1/z) / 6`` along each axis), on an ``rfft2``
+    of ``shape``: the band-passed image's spline coefficients."""
     wy = 2 * np.pi * scipy.fft.fftfreq(shape[0])[:, None]
     wx = 2 * np.pi * scipy.fft.rfftfreq(shape[1])[None, :]
     by, bx = (4 + 2 * np.cos(wy)) / 6, (4 + 2 * np.cos(wx)) / 6
-    if form == "spline":
-        out = 1 / (by * bx) + 0j
-    elif form == "dx":  # the coefficients' central difference along x, B-spline along y
-        out = 1j * np.sin(wx) / bx + 0 * wy
-    else:
-        out = 1j * np.sin(wy) / by + 0 * wx
-    out = out.astype(np.complex64)
-    out.flags.writeable = False  # shared between calls
-    return out
-
-
-@lru_cache(maxsize=16)
-def _dog_spline(shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """:func:`_dog` times the spline's prefilter (``_form``'s ``"spline"``)."""
-    out = _dog(shape, sigma) * _form(shape, "spline")
+    out = (_dog(shape, sigma) / (by * bx)).astype(np.float32)
     out.flags.writeable = False  # shared between calls
     return out
 

@@ -154,23 +154,24 @@ POLISH_EVERY = 2
 EVERY_FROM = 128 * 128
 #: Fewest valid pixels a mask may leave.
 MIN_VALID = 256
-#: Pixels (of the larger image) above which the windows' frames and the
-#: pixels' fit's band-passes are made on the helper thread while the
-#: candidates are sought.  On smaller images the two threads' many short
-#: numpy calls wait on each other for the interpreter lock, and the whole
-#: call runs slower (measured, wall clock per pair at 128 px: 0.95-0.97x
-#: without the helper; at 256 px 0.9-1.07x, within the machine's noise;
-#: at 320 and 384 px 1.05-1.15x).
-AHEAD_PIXELS = 160 * 160
-#: Pixels (of the larger image) up to which two whole frames are first
-#: placed by one windowed correlation over the frame (:func:`_framed`),
-#: before the masked correlation's placements.  On pairs that share most
-#: of their area it places as often right (measured on 128 px rotations,
-#: 60 pairs a condition: clean, noise 0.1 and 0.2, JPEG 10, on the bench's
-#: and the other sources: 534 of 600 against 521) at a third of the time
-#: (0.8 ms against 2.4); on a 384 px affine it placed 17 of 40 where the
-#: masked correlation placed 29, so big images go straight to the latter.
-FRAMED_PIXELS = 160 * 160
+#: Pixels (of the larger image) up to which a pair is small, and goes
+#: another way in three places, each measured (wall clock per pair at
+#: 128 px, against the way of bigger images):
+#:
+#: - two whole frames are first placed by one windowed correlation over
+#:   the frame (:func:`_framed`), before the masked correlation's
+#:   placements: on 128 px rotations (60 pairs a condition: clean, noise
+#:   0.1 and 0.2, JPEG 10, on the bench's and the other sources) it placed
+#:   534 of 600 right against 521, in 0.8 ms against 2.4 (on a 384 px
+#:   affine 17 of 40 against 29: big images go straight to the latter);
+#: - Fourier-Mellin runs on images of about half COARSE_SIDE
+#:   (:func:`_coarse_factor`);
+#: - the windows' frames and the pixels' fit's band-passes are made on
+#:   the calling thread, not the helper: the two threads' many short numpy
+#:   calls wait on each other for the interpreter lock (0.95-0.97x without
+#:   the helper; at 256 px 0.9-1.07x, within the machine's noise; at 320
+#:   and 384 px the helper gains 1.05-1.15x).
+SMALL_PIXELS = 160 * 160
 
 
 @dataclass(frozen=True)
@@ -502,8 +503,7 @@ def _placements(sf, sfm, sm, smm, linears, f: int, fine: float) -> list[tuple[fl
             continue
         need = MIN_OVERLAP * min(fin.sum(), cin.sum())
         found = masked_ncc(bf, bc, fin, cin, need, cache, half_turn=pair)
-        ch, cw = bc.shape
-        flip = Affine([[-1.0, 0.0, cw - 1.0], [0.0, -1.0, ch - 1.0]])
+        flip = _half_turn(bc.shape)
         for (ncc, count), tc in zip(found if pair else [found], (to_canvas, flip @ to_canvas)):
             # a small overlap correlates well by chance: rank by
             # significance, the coefficient times the square root of the
@@ -521,15 +521,18 @@ def _factor(fixed, moving, side: int) -> int:
     return max(1, int(round(max(*fixed.shape, *moving.shape) / side)))
 
 
+def _small(fixed, moving) -> bool:
+    """Whether a pair is small (:data:`SMALL_PIXELS`)."""
+    return max(fixed.size, moving.size) <= SMALL_PIXELS
+
+
 def _coarse_factor(fixed, moving) -> int:
     """Block size of Fourier-Mellin's images: about COARSE_SIDE px a side,
-    half that for small images (up to FRAMED_PIXELS), whose candidates
-    need no finer spectra (measured on 128 px rotations, 60 pairs a
-    condition, clean, noise 0.1 and 0.2, JPEG 30 and 10, on the bench's
-    and the other sources: the same pairs aligned, the whole call in
-    0.94-0.96x the time)."""
-    small = max(fixed.size, moving.size) <= FRAMED_PIXELS
-    return _factor(fixed, moving, COARSE_SIDE // 2 if small else COARSE_SIDE)
+    half that for a small pair, whose candidates need no finer spectra
+    (measured on 128 px rotations, 60 pairs a condition, clean, noise 0.1
+    and 0.2, JPEG 30 and 10, on the bench's and the other sources: the
+    same pairs aligned, the whole call in 0.94-0.96x the time)."""
+    return _factor(fixed, moving, COARSE_SIDE // 2 if _small(fixed, moving) else COARSE_SIDE)
 
 
 def _coarse(fixed, fmask, moving, mmask, model: str):
@@ -550,7 +553,7 @@ def _coarse(fixed, fmask, moving, mmask, model: str):
     sf, sfm = _shrink(fixed, fmask, f)
     sm, smm = _shrink(moving, mmask, f)
     cands = rotation_scale_candidates(sf, sfm, sm, smm, scale=model != "rigid", k=2)
-    if cands and max(fixed.size, moving.size) <= FRAMED_PIXELS and fmask.all() and mmask.all():
+    if cands and _small(fixed, moving) and fmask.all() and mmask.all():
         yield from _framed(fixed, fmask, moving, mmask, *cands[0][:2])
     yield from _placed(fixed, fmask, moving, mmask, cands)
 
@@ -593,9 +596,16 @@ def _framed(fixed, fmask, moving, mmask, angle: float, scale: float) -> list[tup
     dy, dx = divmod(int(at[k]), w)
     # cyclic: the far half of the shifts are the negative ones
     shift = ((dx + w // 2) % w - w // 2, (dy + h // 2) % h - h // 2)
-    turned = Affine([[-1.0, 0.0, w - 1.0], [0.0, -1.0, h - 1.0]]) if k else Affine()
+    turned = _half_turn((h, w)) if k else Affine()
     small = _block_map(g)
     return [(float(score[k]), small.inverse() @ Affine.translator(shift) @ turned @ lin @ small)]
+
+
+def _half_turn(shape: tuple[int, int]) -> Affine:
+    """Half a turn about the centre of a frame of ``shape``: the frame
+    read backwards (pixel (x, y) -> (w - 1 - x, h - 1 - y))."""
+    h, w = shape
+    return Affine([[-1.0, 0.0, w - 1.0], [0.0, -1.0, h - 1.0]])
 
 
 @functools.lru_cache(maxsize=8)
@@ -1180,7 +1190,7 @@ def _solve(f_img, fmask, m_img, mmask, model: str, quick: bool = False):
     # what does not hang on the transform is made on the helper thread
     # while this one seeks it: the windows' frames, then the pixels' fit's
     # band-passed images; on small images, here when first needed
-    threaded = max(f_img.size, m_img.size) > AHEAD_PIXELS
+    threaded = not _small(f_img, m_img)
     soon_frames = _Soon(_frames, f_img, fmask, m_img, mmask, threaded=threaded)
     ahead = _Soon(_prepare, f_img, fmask, m_img, mmask, threaded=threaded)
     found, best_snr = _best(f_img, fmask, m_img, mmask, model, soon_frames, ahead, quick)
