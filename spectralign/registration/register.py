@@ -50,7 +50,7 @@ from ..io.image import Image
 from ..match import loader as _loader
 from ..match.matcher import Matcher
 from .denoise import denoise_image
-from .direct import _dog, bandpass, bandpass_forms, bandpass_forms_of, helper, refine_direct
+from .direct import _dog, _region, bandpass, bandpass_forms, bandpass_forms_of, helper, refine_direct
 from .fit import MIN_POINTS, MODELS, determined, robust_fit
 from .fourier_mellin import rotation_scale_candidates
 from .masked import fill_masked, masked_ncc, ncc_peaks
@@ -597,7 +597,7 @@ def _framed(fixed, fmask, moving, mmask, angle: float, scale: float) -> list[tup
     inside = window * valid
     centred = (warped - warped[0][valid].mean()) * np.stack([inside, inside[::-1, ::-1]])
     spectra = scipy.fft.rfft2(centred)
-    cross = np.conj(spectra) * (_windowed_spectrum(sf, sfm, window) * _dog((h, w), 1.0) ** 2)
+    cross = np.conj(spectra) * (_windowed_spectrum(sf, sfm, window) * _dog_squared((h, w)))
     corr = scipy.fft.irfft2(cross, (h, w))
     # the band-pass leaves no mean: the RMS is the spread
     rms = np.sqrt(np.einsum("kij,kij->k", corr, corr) / (h * w))
@@ -631,8 +631,24 @@ def _hann(shape: tuple[int, int]) -> np.ndarray:
 def _windowed_spectrum(img: np.ndarray, valid: np.ndarray, window: np.ndarray) -> np.ndarray:
     """The transform of ``img`` less the mean of its ``valid`` pixels, under
     ``window`` (zero where not valid)."""
-    img = np.asarray(img, dtype=np.float32)
-    return scipy.fft.rfft2((img - img[valid].mean()) * window)
+    return _windowed_spectra(img[None], valid, window)[0]
+
+
+def _windowed_spectra(stack: np.ndarray, valid: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """:func:`_windowed_spectrum` of each image of ``stack`` (one
+    transform call)."""
+    stack = np.asarray(stack, dtype=np.float32)
+    means = stack[:, valid].mean(axis=1, dtype=np.float64).astype(np.float32)
+    return scipy.fft.rfft2((stack - means[:, None, None]) * window)
+
+
+@functools.lru_cache(maxsize=8)
+def _dog_squared(shape: tuple[int, int]) -> np.ndarray:
+    """The square of the 1 px band-pass (:func:`~.direct._dog`) on an
+    ``rfft2`` of ``shape``: the band-pass of both sides of a correlation."""
+    out = (_dog(shape, 1.0) ** 2).astype(np.float32)
+    out.flags.writeable = False  # shared between calls
+    return out
 
 
 def _part_pairs(fshape: tuple[int, int], mshape: tuple[int, int]) -> list[tuple]:
@@ -946,13 +962,14 @@ def _rival(fixed, fmask, moving, mmask, t: Affine) -> tuple[float, np.ndarray]:
     ts = small @ t @ small.inverse()
     warped = np.empty(sf.shape, dtype=np.float32)
     cubic_sample(fill_masked(sm, smm), np.ascontiguousarray(ts.inverse().matrix), warped)
-    valid = _inner(sfm & _warp_mask(ts, smm, sf.shape, margin=2), 2)
+    # 4 px in from both frames' edges and masks (whole frames: the frames
+    # inset, no erosion)
+    valid = _region(sfm, smm, ts, _warp_mask, 4)
     if valid.sum() < MIN_VALID // 4:
         return 0.0, np.zeros(2)
     h, w = sf.shape
-    window = _hann((h, w)) * valid
-    cross = (_windowed_spectrum(sf, valid, window) * np.conj(_windowed_spectrum(warped, valid, window))
-             * _dog((h, w), 1.0) ** 2)
+    spectra = _windowed_spectra(np.stack([sf, warped]), valid, _hann((h, w)) * valid)
+    cross = spectra[0] * np.conj(spectra[1]) * _dog_squared((h, w))
     at, value, dx, dy = rival_peak(scipy.fft.irfft2(cross, (h, w)), 4, 4)
     if at <= 0 or value <= 0:
         return 0.0, np.zeros(2)
