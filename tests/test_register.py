@@ -3,6 +3,7 @@ from the real images by exact (order-5 spline) resampling."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import warnings
@@ -273,6 +274,26 @@ def test_direct_fit_converges_from_a_near_start(sem):
     assert ncc > 0.99 and before < ncc
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_direct_fit_steps_taken_over_land_where_the_plain_ones_do(sem_texture, seed):
+    """Under noise each Gauss-Newton step falls short by a fixed fraction;
+    the extrapolated steps reach the plain steps' end in far fewer."""
+    from spectralign.registration.direct import refine_direct
+    from spectralign.registration.register import _warp_mask
+
+    smooth = ndi.gaussian_filter(sem_texture.astype(np.float64), 3.0)
+    truth = about_centre(Affine.rotator(np.radians(3.0)), 128, (0.3, -0.2))
+    fixed, moving = pair(smooth, truth, 128, (400 + 100 * seed, 500),
+                         np.random.default_rng(seed), noise=0.5 * smooth.std())
+    start = Affine.translator((0.6, 0.4)) @ truth
+    ok = np.ones(fixed.shape, bool)
+    runs = [refine_direct(fixed, ok, moving, ok, start, "rigid", _warp_mask, levels=(1.0,),
+                          tol=0.01, accelerate=accelerate) for accelerate in (False, True)]
+    (plain, _, plain_steps, _), (fast, _, fast_steps, _) = runs
+    assert plain_steps >= 7 and fast_steps <= 0.7 * plain_steps
+    assert corner_error(fast, plain, 128) < 0.03
+
+
 def test_warp_and_difference_show_the_result(sem):
     truth = about_centre(Affine.rotator(np.radians(-4.0)), 160, (5.0, 2.0))
     fixed, moving = pair(sem, truth, 160, (600, 400))
@@ -294,6 +315,15 @@ def test_gain_and_offset_do_not_matter(sem):
     reg = register(fixed, 3.0 * moving + 10.0, model="rigid")
     assert corner_error(reg.transform, truth, 160) < 0.1
     assert reg.difference(normalize=True)[reg.valid()].std() < 0.05 * fixed.std()
+    # against a flat warp there is no gain to fit: fixed less its mean,
+    # with no warning from a degenerate fit
+    flat = dataclasses.replace(reg, _moving=np.full(moving.shape, 7.0, dtype=np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        diff = flat.difference(normalize=True)
+    valid = flat.valid()
+    np.testing.assert_allclose(diff[valid], fixed[valid] - fixed[valid].mean(), atol=1e-3)
+    assert np.isnan(diff[~valid]).all()
 
 
 def test_unrelated_images_raise_with_the_best_snr():

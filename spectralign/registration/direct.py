@@ -39,6 +39,12 @@ EDGE = 8
 DESIGN_DTYPE = np.float32
 
 
+#: Steps taken over (see :func:`refine_direct`) where they go the way of
+#: the one before to this cosine, and shrank by less than this ratio.
+#: Measured on 128 px rotations under noise 0.1 (other sources, 20 pairs
+#: whose steps shrank slowly): 7.2 steps against 10.6, mean error 0.059
+#: against 0.066 deg over 60 pairs; the bench's affines as before.
+ACCELERATE_COS, ACCELERATE_MAX = 0.9, 0.9
 #: Pixels from which a Gauss-Newton step's rows are shared between two
 #: threads (below, handing work over costs more than it saves).
 SPLIT_PIXELS = 20_000
@@ -237,7 +243,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
                   mmask: np.ndarray, t: Affine, model: str, warp_mask,
                   max_iters: int = 40, levels: tuple[float, ...] = LEVELS,
                   tol: float = 1e-3, forms=None,
-                  every: int = 1) -> tuple[Affine, float, int, float]:
+                  every: int = 1, accelerate: bool = True) -> tuple[Affine, float, int, float]:
     """Gauss-Newton on all valid pixels from ``t`` (moving -> fixed).
 
     ``forms(sigma)``, where given, returns fixed's band-passed values and
@@ -246,6 +252,16 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
 
     ``every`` > 1 keeps one pixel in ``every`` of the overlap (on a
     lattice that takes each row's and each column's in turn).
+
+    Under noise the steps fall short: the noise in the gradients adds to
+    the normal equations' diagonal, so each step covers a fixed fraction
+    of the way and the steps shrink by a ratio ``r`` each time.  Where a
+    step goes the way of the one before (cosine above
+    :data:`ACCELERATE_COS`) and shrank by ``r`` < :data:`ACCELERATE_MAX`,
+    and moves the corners less than a pixel (but no less than ``tol``,
+    where the plain step ends it), it is taken ``1 / (1 - r)`` times over
+    (the rest of the geometric series: Aitken's extrapolation);
+    ``accelerate=False`` takes the plain steps.
 
     Returns the transform, the correlation coefficient of the band-passed
     images over the final overlap, the iterations taken, and the
@@ -295,6 +311,7 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
         # equations' matrix and right-hand side come from one product
         design = np.empty((len(x), n + 1), dtype=DESIGN_DTYPE)
         fv32 = fv.astype(DESIGN_DTYPE)
+        last = None  # the step before, as parameters
         for _ in range(max_iters):
             total += 1
             inv = np.ascontiguousarray(t.inverse().matrix, dtype=np.float64)
@@ -327,9 +344,15 @@ def refine_direct(fixed: np.ndarray, fmask: np.ndarray, moving: np.ndarray,
             # the next step's displacement columns carry
             gain_c = z[k:k + 6].copy()
             gain = g0
-            step = _step(model, z[:k] / g0, centre, scale)
-            new = step.inverse() @ t
+            d = z[:k] / g0
+            new = _step(model, d, centre, scale).inverse() @ t
             moved = float(np.abs(new(corners) - t(corners)).max())
+            if accelerate and last is not None and tol <= moved < 1.0:
+                r = float(d @ last) / float(last @ last)
+                cos = float(d @ last) / (float(np.linalg.norm(d) * np.linalg.norm(last)) or 1.0)
+                if cos > ACCELERATE_COS and 0.0 < r < ACCELERATE_MAX:
+                    new = _step(model, d / (1.0 - r), centre, scale).inverse() @ t
+            last = d
             t = new
             if moved > 0.5 * max(h, w):
                 return t, 0.0, total, first or 0.0  # running away: not a basin

@@ -250,10 +250,28 @@ class Registration:
 
     def warp(self, order: int = 3, fill: float = 0.0) -> np.ndarray:
         """Moving resampled into fixed's frame: an array of fixed's shape
-        (spline ``order``; ``fill`` where moving has no pixel)."""
+        (spline ``order``; ``fill`` where moving has no pixel).
+
+        A spline of order 2 or more reads moving mirrored past its edges
+        (a spline fitted against the fill would ring a few pixels into the
+        image: 1 % of a flat image's level 3 px in), and the pixels whose
+        sample lies outside moving's frame take ``fill``."""
         h, w = self._fixed.shape
-        return np.asarray(self.transform.apply(self._moving, (0, 0, w, h), order=order,
-                                               fill=fill))
+        if order < 2:
+            return np.asarray(self.transform.apply(self._moving, (0, 0, w, h), order=order,
+                                                   fill=fill))
+        from .compiled import frame_mask
+
+        pad = 12  # the spline's ringing decays by 0.27 a pixel: 1e-7 here
+        padded = np.pad(np.asarray(self._moving, dtype=np.float32), pad, mode="symmetric")
+        # padded pixel (x + pad, y + pad) is moving's (x, y)
+        out = np.asarray((self.transform @ Affine.translator((-pad, -pad))).apply(
+            padded, (0, 0, w, h), order=order, fill=fill))
+        inside = np.empty((h, w), dtype=bool)
+        frame_mask(np.ascontiguousarray(self.transform.inverse().matrix), self._moving.shape[0],
+                   self._moving.shape[1], 0.0, inside)
+        out[~inside] = fill
+        return out
 
     def valid(self) -> np.ndarray:
         """Boolean mask, fixed's shape: where fixed and the warped moving
@@ -266,13 +284,19 @@ class Registration:
 
         With ``normalize``, the warp's gain and offset are first fitted to
         fixed over the valid overlap (for images of different contrast,
-        e.g. a binarized and a gray one)."""
+        e.g. a binarized and a gray one); where the warp is flat over the
+        overlap, only the offset (fixed's mean there)."""
         valid = self.valid()
         warped = self.warp()
         fixed = self._fixed.astype(np.float64)
         if normalize and valid.sum() > 2:
-            gain, offset = np.polyfit(warped[valid], fixed[valid], 1)
-            warped = gain * warped + offset
+            m, f = warped[valid].astype(np.float64), fixed[valid]
+            m0, f0 = m.mean(), f.mean()
+            spread = float(np.dot(m - m0, m - m0))
+            # flat: a spread within single precision's rounding of its level
+            flat = spread <= m.size * (1e-6 * abs(m0)) ** 2
+            gain = 0.0 if flat else float(np.dot(m - m0, f - f0)) / spread
+            warped = gain * (warped - m0) + f0
         return np.where(valid, fixed - warped, np.nan).astype(np.float32)
 
     def to_dict(self) -> dict:
