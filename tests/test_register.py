@@ -218,7 +218,7 @@ def test_a_framed_placement_that_fails_falls_back_to_the_masked_ones(sem, monkey
     reg_mod = importlib.import_module("spectralign.registration.register")
     calls = []
 
-    def off(*args):
+    def off(*args, **kwargs):
         calls.append(args)
         return [(99.0, Affine.translator((37.0, -41.0)))]
     monkeypatch.setattr(reg_mod, "_framed", off)
@@ -226,6 +226,26 @@ def test_a_framed_placement_that_fails_falls_back_to_the_masked_ones(sem, monkey
     fixed, moving = pair(sem, truth, 128, (640, 520), noise=0.02)
     reg = register(fixed, moving, model="rigid")
     assert calls and corner_error(reg.transform, truth, 128) < 0.1
+
+
+def test_the_framed_placements_rival_check_stands_for_the_results(sem):
+    """A small pair's framed placement holds the rival check: on a real
+    texture it reads as the result's own check does; a result away from
+    the placement gets its own."""
+    import importlib
+
+    reg_mod = importlib.import_module("spectralign.registration.register")
+    full = np.ones((128, 128), bool)
+    for angle, centre in ((7.0, (500, 600)), (-13.0, (700, 400))):
+        truth = about_centre(Affine.rotator(np.radians(angle)), 128, (3.0, -2.0))
+        fixed, moving = (a.astype(np.float32) for a in pair(sem, truth, 128, centre, noise=0.02))
+        found, notes = reg_mod._solve(fixed, full, moving, full, "rigid")
+        framed = reg_mod._rival_of(notes, found[0], fixed.shape)
+        own = reg_mod._rival(fixed, full, moving, full, found[0])
+        assert framed is not None and abs(framed[0] - own[0]) < 0.1 and framed[0] < 0.6
+        # a result away from the framed placement gets its own check
+        assert reg_mod._rival_of(notes, Affine.translator((5.0, 0.0)) @ found[0],
+                                 fixed.shape) is None
 
 
 def test_affine_known_on_he(he_slide):
