@@ -42,28 +42,31 @@ def _round_taper(n: int) -> np.ndarray:
     return taper
 
 
-def _magnitude(img: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-    """Magnitude spectrum of the image's valid pixels, tapered to zero at
-    the image's edges and the mask's, zero-padded to ``n x n``: the half
-    with frequencies ``kx >= 0`` (the other is its mirror), rows centred
-    (``ky = 0`` at row ``n // 2``), in single precision."""
-    h, w = img.shape
-    a = fill_masked(img, mask)
-    m = max(h, w)
-    taper = _round_taper(m)[(m - h) // 2:(m - h) // 2 + h, (m - w) // 2:(m - w) // 2 + w]
-    if not mask.all():
-        taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float32), 3.0)
-    mean = np.einsum("ij,ij", a, taper, dtype=np.float64) / np.sum(taper, dtype=np.float64)
-    a = (a - np.float32(mean)) * taper
-    spec = scipy.fft.rfft2(a, (n, n), workers=fft_workers((n, n)))
-    return np.abs(scipy.fft.fftshift(spec, axes=0))
+def _magnitudes(pairs: list, n: int) -> np.ndarray:
+    """Magnitude spectra of images' valid pixels (``(image, mask)``
+    pairs), each tapered to zero at the image's edges and the mask's,
+    zero-padded to ``n x n``: the half with frequencies ``kx >= 0`` (the
+    other is its mirror), rows centred (``ky = 0`` at row ``n // 2``), in
+    single precision; one transform call."""
+    stack = np.zeros((len(pairs), n, n), dtype=np.float32)
+    for out, (img, mask) in zip(stack, pairs):
+        h, w = img.shape
+        a = fill_masked(img, mask)
+        m = max(h, w)
+        taper = _round_taper(m)[(m - h) // 2:(m - h) // 2 + h, (m - w) // 2:(m - w) // 2 + w]
+        if not mask.all():
+            taper = taper * scipy.ndimage.gaussian_filter(mask.astype(np.float32), 3.0)
+        mean = np.einsum("ij,ij", a, taper, dtype=np.float64) / np.sum(taper, dtype=np.float64)
+        out[:h, :w] = (a - np.float32(mean)) * taper
+    spec = scipy.fft.rfft2(stack, workers=fft_workers((n, n)))
+    return np.abs(scipy.fft.fftshift(spec, axes=1))
 
 
 @lru_cache(maxsize=8)
 def _geometry(n: int, lo: float, nr: int, log_step: float,
               angles: int) -> tuple[np.ndarray, np.ndarray]:
     """The log-polar grid's sample points on the half spectrum of
-    :func:`_magnitude` (a point with ``kx < 0`` read at its mirror
+    :func:`_magnitudes` (a point with ``kx < 0`` read at its mirror
     ``-k``), and the flat indices of every other one of the spectrum's
     pixels beyond 0.45 cycles/px (where the noise floor is read)."""
     radii = lo * np.exp(np.arange(nr) * log_step)
@@ -119,16 +122,15 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     log_step = np.log(hi / lo) / (nr - 1)
     angles = ANGLES // 2 if np.pi * hi < ANGLES / 2 else ANGLES
     points, far = _geometry(n, lo, nr, log_step, angles)
-    lp1 = _log_polar(_magnitude(fixed, fixed_mask, n), points, far)
-    lp2 = _log_polar(_magnitude(moving, moving_mask, n), points, far)
+    lp = np.stack([_log_polar(spec, points, far)
+                   for spec in _magnitudes([(fixed, fixed_mask), (moving, moving_mask)], n)])
     # angle is periodic; radius is not: taper it, and pad it by the
     # farthest shift sought (none where the scale is not), so that no
     # shift within reach wraps round
     taper = np.hanning(nr + 2)[1:-1].astype(np.float32)
     reach = int(np.ceil(np.log(max_scale * 1.05) / log_step)) if scale else 0
     shape = (angles, scipy.fft.next_fast_len(nr + reach, real=True))
-    s1 = scipy.fft.rfft2(lp1 * taper, shape)
-    s2 = scipy.fft.rfft2(lp2 * taper, shape)
+    s1, s2 = scipy.fft.rfft2(lp * taper, shape)
     cross = s1 * np.conj(s2)
     peak = np.abs(cross).max()
     if not peak > 0:
@@ -141,9 +143,12 @@ def rotation_scale_candidates(fixed: np.ndarray, fixed_mask: np.ndarray,
     else:
         rows = np.array([0])
     sub = corr[:, rows]
-    # peaks 4.5 degrees apart at least
-    local = scipy.ndimage.maximum_filter(sub, size=(max(3, 9 * angles // ANGLES | 1), 3),
-                                         mode="wrap")
+    # peaks 4.5 degrees apart at least (and a radius step, where there
+    # are radii: a square's maximum is its rows' maximum of columns')
+    local = scipy.ndimage.maximum_filter1d(sub, max(3, 9 * angles // ANGLES | 1), axis=0,
+                                           mode="wrap")
+    if sub.shape[1] > 1:
+        local = scipy.ndimage.maximum_filter1d(local, 3, axis=1, mode="wrap")
     cand = np.argwhere(sub == local)
     vals = sub[cand[:, 0], cand[:, 1]]
     order = np.argsort(-vals)[:k]
