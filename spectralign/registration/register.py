@@ -642,7 +642,7 @@ def _framed(fixed, fmask, moving, mmask, angle: float, scale: float,
     placed = small.inverse() @ Affine.translator(shift) @ turned @ lin @ small
     if notes is not None:
         # the rival check reads the correlation with the placement at shift 0
-        at_peak = np.ascontiguousarray(np.roll(corr[k], (-shift[1], -shift[0]), axis=(0, 1)))
+        at_peak = np.roll(corr[k], (-shift[1], -shift[0]), axis=(0, 1))  # a fresh, contiguous copy
         top, value, rx, ry = rival_peak(at_peak, 4, 4)
         ratio = float(value) / float(top) if top > 0 and value > 0 else 0.0
         notes["framed"] = (placed, ratio, np.array([rx, ry], dtype=np.float64) * g)
@@ -906,8 +906,6 @@ def _refine(frames: _Frames, t: Affine, model: str, max_iters: int = 8):
     last, the pixels' detail correlation, is :func:`_polish`'s to fill), or
     None when no window could be matched (with the best SNR seen); the
     transform and the residual are the full images'."""
-    h, w = frames.fill.shape
-    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
     best_snr = 0.0
     t = frames.shrunk(t)
     for it in range(1, max_iters + 1):
@@ -924,7 +922,7 @@ def _refine(frames: _Frames, t: Affine, model: str, max_iters: int = 8):
         kept = int(keep.sum())
         residual = float(np.sqrt(np.mean(np.sum((new(q[keep]) - p[keep]) ** 2, axis=1))))
         snr = float(np.median(snrs[good][keep]))
-        moved = float(np.abs(new(corners) - t(corners)).max())
+        moved = _apart(new, t, frames.fill.shape)
         t = new
         if moved < 1e-3:
             break
@@ -1023,12 +1021,17 @@ def _rival_of(notes: dict, t: Affine, shape: tuple[int, int]):
     if "framed" not in notes:
         return None
     placed, ratio, offset = notes["framed"]
-    h, w = shape
-    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
-    reach = max(h, w) / PLACE_SIDE  # a pixel of the placements' images
-    if float(np.abs(placed(corners) - t(corners)).max()) > reach:
+    if _apart(placed, t, shape) > max(shape) / PLACE_SIDE:  # a pixel of the placements' images
         return None
     return ratio, offset
+
+
+def _apart(a: Affine, b: Affine, shape: tuple[int, int]) -> float:
+    """How far two transforms take a frame of ``shape``'s corners apart
+    (the larger coordinate difference, px)."""
+    h, w = shape
+    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
+    return float(np.abs(a(corners) - b(corners)).max())
 
 
 def _corrcoef(a: np.ndarray, b: np.ndarray) -> float:
@@ -1064,8 +1067,6 @@ def _polish(fixed, fmask, moving, mmask, found, model: str, ahead: tuple):
     transform returned (:attr:`Registration.detail_ncc`).  ``ahead`` is
     :func:`_prepare`'s."""
     t = found[0]
-    h, w = fixed.shape
-    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64)
     (bf, bm, levels, steps), forms = ahead
     # one binarized, one gray: fixed = step(gray - level) is no gain and
     # offset of the gray one, and fitting as if it were pulls every edge
@@ -1091,7 +1092,7 @@ def _polish(fixed, fmask, moving, mmask, found, model: str, ahead: tuple):
                 return tuple(found[:5]) + (detail,)
             break
         new = fitted
-    if float(np.abs(new(corners) - t(corners)).max()) > 0.1 * max(h, w):
+    if _apart(new, t, fixed.shape) > 0.1 * max(fixed.shape):
         return tuple(found[:5]) + (at_start,)  # the pixels ran off: the windows' estimate
     return (new,) + tuple(found[1:4]) + (found[4] + total, detail)
 
